@@ -1,0 +1,296 @@
+"""The one entry point every interface uses: ``Assistant.retrieve``, ``ask`` and ``stream``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.embeddings import BaseEmbedding
+
+from chat import extractive
+from chat.answer import Answer, Timings
+from chat.citations import check_sentences, normalize_marks
+from chat.generation import ENABLE_HINT, GenerationError, OllamaBackend
+from chat.grounding import cosine
+from chat.passages import Passage
+from chat.prompts import REFUSAL, REWRITE_PROMPT, TRANSLATE_PROMPT, history_text, system_prompt, user_message
+from chat.questions import (
+    History,
+    PreparedQuestion,
+    detect_language,
+    history_turns,
+    needs_context,
+    rule_based_standalone,
+    validate,
+)
+from chat.retrieval import BM25, DENSE, BM25Retriever, DenseRetriever, FusionWeights, HybridRetriever, to_passages
+from kb.embeddings import EmbeddingInfo, load_embedding
+from kb.index import IndexMismatch, IndexView, KnowledgeBase
+from kb.settings import LlmBackend, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Status:
+    mode: str  # "generative" or "extractive"
+    mode_detail: str
+    index_ok: bool
+    index_detail: str
+    documents: int = 0
+    chunks: int = 0
+    embedding: str = ""
+    models: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Assistant:
+    """Answers questions about the knowledge base, with citations.
+
+    >>> bot = Assistant()
+    >>> bot.retrieve("KV Cache 的代价是什么？", k=3)[0].section
+    >>> bot.ask("What does RoPE solve?").text
+    """
+
+    def __init__(self, settings: Settings | None = None, *, llm: LlmBackend | None = None,
+                 model: str | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.kb = KnowledgeBase(self.settings)
+        self.llm_setting: LlmBackend = llm or self.settings.llm
+        self.backend = OllamaBackend(self.settings, model) if self.llm_setting == "ollama" else None
+        self._embedding: tuple[BaseEmbedding, EmbeddingInfo] | None = None
+        self._embed_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._similarity_cache: dict[str, list[float]] = {}
+
+    # --- knowledge base --------------------------------------------------------------
+    def _view(self) -> IndexView:
+        view = self.kb.view()
+        self._check_embedding(view)
+        return view
+
+    def _embed_model(self) -> BaseEmbedding:
+        with self._load_lock:
+            if self._embedding is None:
+                self._embedding = load_embedding(self.settings)
+            return self._embedding[0]
+
+    def _check_embedding(self, view: IndexView) -> None:
+        self._embed_model()
+        assert self._embedding is not None
+        info, recorded = self._embedding[1], view.manifest.embedding
+        if recorded.get("model") != info.model or (recorded.get("dim") and recorded.get("dim") != info.dim):
+            raise IndexMismatch(
+                f"The index was built with {recorded.get('model')} ({recorded.get('dim')} dimensions) but this "
+                f"Assistant uses {info.model} ({info.dim}). Re-embed with: python -m ingest --rebuild, "
+                "or set KBQA_EMBED_MODEL to the index's model."
+            )
+        if recorded.get("runtime") != info.runtime:
+            log.debug("Index embedded with %s, querying with %s (same model)", recorded.get("runtime"), info.runtime)
+
+    def _query_embedding(self, text: str) -> list[float]:
+        model = self._embed_model()
+        with self._embed_lock:  # the embedding engines are not documented as thread-safe
+            return model.get_query_embedding(text)
+
+    def _hybrid(self, using: tuple[str, ...] = (DENSE, BM25)) -> HybridRetriever:
+        s = self.settings
+
+        class _LockedEmbedding:
+            def __init__(inner, outer: Assistant) -> None:
+                inner.outer = outer
+
+            def get_query_embedding(inner, text: str) -> list[float]:
+                return inner.outer._query_embedding(text)
+
+        retrievers = {
+            DENSE: DenseRetriever(self.kb, self._view, _LockedEmbedding(self), s.dense_depth),  # type: ignore[arg-type]
+            BM25: BM25Retriever(self._view, s.bm25_depth),
+        }
+        weights = FusionWeights(rrf_k=s.rrf_k, by_retriever=((DENSE, s.dense_weight), (BM25, s.bm25_weight)))
+        return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights)
+
+    # --- retrieval ---------------------------------------------------------------------
+    def retrieve(self, question: str, k: int | None = None, *, variants: tuple[str, ...] = (),
+                 using: tuple[str, ...] = (DENSE, BM25)) -> list[Passage]:
+        """The ``k`` passages that best match ``question`` (dense + BM25, fused).
+
+        ``variants`` are extra phrasings (e.g. a translation) fused into the same ranking;
+        ``using`` restricts retrieval to some retrievers, for comparisons.
+        """
+        text, notices = validate(question, self.settings.max_question_chars)
+        for notice in notices:
+            log.warning("%s", notice)
+        view = self._view()
+        nodes = self._hybrid(using).retrieve_variants([text, *variants])
+        return to_passages(nodes[: k or self.settings.top_k], view)
+
+    # --- answering ---------------------------------------------------------------------
+    def ask(self, question: str, history: History | None = None) -> Answer:
+        """Answer ``question`` (with optional chat history) and return the full ``Answer``."""
+        answer = None
+        for item in self.stream(question, history):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return answer
+
+    def stream(self, question: str, history: History | None = None) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is produced, then the final ``Answer``."""
+        started = time.perf_counter()
+        text, notices = validate(question, self.settings.max_question_chars)
+        language = detect_language(text)
+        prepared = PreparedQuestion(text, question, language, notices)
+        use_llm, mode_notice = self._llm_available()
+        if mode_notice:
+            prepared.notices.append(mode_notice)
+
+        self._make_standalone(prepared, history, use_llm)
+        variants = self._translations(prepared) if use_llm else ()
+        retrieval_started = time.perf_counter()
+        view = self._view()
+        passages = to_passages(
+            self._hybrid().retrieve_variants([prepared.text, *variants])[: self.settings.top_k], view
+        )
+        timings = Timings(retrieval_ms=(time.perf_counter() - retrieval_started) * 1000)
+
+        if use_llm:
+            try:
+                yield from self._generate(prepared, passages, view, timings, started)
+                return
+            except GenerationError as exc:
+                if not exc.before_first_token:
+                    raise  # handled inside _generate; never reached
+                prepared.notices.append(f"{exc} Showing an extractive answer instead.")
+        yield from self._extract(prepared, passages, view, timings, started)
+
+    def _llm_available(self) -> tuple[bool, str | None]:
+        if self.backend is None:
+            return False, ENABLE_HINT
+        health = self.backend.health()
+        if not health.ok:
+            return False, f"{health.message} {ENABLE_HINT}"
+        return True, None
+
+    def _make_standalone(self, prepared: PreparedQuestion, history: History | None, use_llm: bool) -> None:
+        turns = history_turns(history)
+        if not turns:
+            return
+        standalone = None
+        if use_llm and self.backend is not None and needs_context(prepared.text, prepared.language):
+            try:
+                standalone = self.backend.complete(
+                    REWRITE_PROMPT.format(history=history_text(turns), question=prepared.text)
+                ).splitlines()[0].strip()
+            except (GenerationError, IndexError) as exc:
+                log.info("LLM rewrite failed (%s); using the rule", exc)
+        standalone = standalone or rule_based_standalone(prepared.text, turns, prepared.language)
+        if standalone and standalone != prepared.text:
+            prepared.text = standalone
+            prepared.rewritten_from_history = True
+
+    def _translations(self, prepared: PreparedQuestion) -> tuple[str, ...]:
+        if prepared.language == "zh" or not self.settings.translate_queries or self.backend is None:
+            return ()
+        try:
+            translated = self.backend.complete(TRANSLATE_PROMPT.format(question=prepared.text)).strip()
+        except GenerationError as exc:
+            log.info("Query translation failed: %s", exc)
+            return ()
+        return (translated,) if translated else ()
+
+    def _extract(self, prepared: PreparedQuestion, passages: list[Passage], view: IndexView, timings: Timings,
+                 started: float) -> Iterator[str | Answer]:
+        if not extractive.is_relevant(prepared.text, passages, view.bm25):
+            text = REFUSAL[prepared.language]
+            refused = True
+        else:
+            text = extractive.compose(extractive.select(prepared.text, passages, view.bm25))
+            refused = not text
+            text = text or REFUSAL[prepared.language]
+        timings.first_token_ms = (time.perf_counter() - started) * 1000
+        yield text
+        answer = self._finish(prepared, text, passages, "extractive", None, timings, started, refused=refused)
+        yield answer
+
+    def _generate(self, prepared: PreparedQuestion, passages: list[Passage], view: IndexView, timings: Timings,
+                  started: float) -> Iterator[str | Answer]:
+        assert self.backend is not None
+        generation_started = time.perf_counter()
+        parts: list[str] = []
+        error: str | None = None
+        try:
+            for delta in self.backend.stream(system_prompt(prepared.language), user_message(prepared.text, passages)):
+                if timings.first_token_ms is None:
+                    timings.first_token_ms = (time.perf_counter() - started) * 1000
+                parts.append(delta)
+                yield delta
+        except GenerationError as exc:
+            if exc.before_first_token:
+                raise
+            error = str(exc)
+            note = f"\n\n⚠ 回答未完成 / Answer incomplete: {exc}"
+            parts.append(note)
+            yield note
+        timings.generation_ms = (time.perf_counter() - generation_started) * 1000
+        raw = "".join(parts)
+        refused = any(sentence in raw for sentence in REFUSAL.values())
+        text = normalize_marks(raw, len(passages))
+        answer = self._finish(prepared, text, passages, "generative", self.backend.model, timings, started,
+                              refused=refused, error=error)
+        yield answer
+
+    def _finish(self, prepared: PreparedQuestion, text: str, passages: list[Passage], mode: str, model: str | None,
+                timings: Timings, started: float, *, refused: bool, error: str | None = None) -> Answer:
+        if refused:
+            citations, sentences = [], []
+        else:
+            citations, sentences = check_sentences(text, passages, self._similarity)
+        timings.total_ms = (time.perf_counter() - started) * 1000
+        return Answer(
+            question=prepared.original, text=text, mode=mode,  # type: ignore[arg-type]
+            citations=citations, passages=passages, sentences=sentences, refused=refused,
+            complete=error is None, model=model,
+            standalone_question=prepared.text if prepared.rewritten_from_history else None,
+            notices=prepared.notices, error=error, timings=timings,
+        )
+
+    def _similarity(self, sentence: str, passage: str) -> float:
+        """e5 cosine between an answer sentence and a passage (cached; passages recur)."""
+        vectors = []
+        for text in (sentence, passage):
+            if text not in self._similarity_cache:
+                model = self._embed_model()
+                with self._embed_lock:
+                    self._similarity_cache[text] = model.get_text_embedding(text)
+                if len(self._similarity_cache) > 2048:
+                    self._similarity_cache.pop(next(iter(self._similarity_cache)))
+            vectors.append(self._similarity_cache[text])
+        return cosine(vectors[0], vectors[1])
+
+    # --- status --------------------------------------------------------------------------
+    def status(self, refresh: bool = False) -> Status:
+        """What the UI's status line shows: mode, index, and what to do when something is wrong."""
+        if self.backend is None:
+            mode, detail, models = "extractive", ENABLE_HINT, ()
+        else:
+            health = self.backend.health(refresh=refresh)
+            mode = "generative" if health.ok else "extractive"
+            detail = health.message if health.ok else f"{health.message} {ENABLE_HINT}"
+            models = tuple(health.models)
+        try:
+            view = self._view()
+        except Exception as exc:  # any storage problem is reported, not raised, in a status line
+            return Status(mode, detail, False, str(exc), models=models)
+        manifest = view.manifest
+        emb = manifest.embedding
+        return Status(
+            mode, detail, True, f"generation {manifest.generation}", documents=len(manifest.docs),
+            chunks=len(view.chunks), embedding=f"{emb.get('model')} ({emb.get('runtime')})", models=models,
+        )

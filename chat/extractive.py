@@ -1,0 +1,135 @@
+"""Extractive answers: the document's own sentences that best answer the question, cited.
+
+Used when no LLM is configured or reachable. Sentences are ranked by how much of the
+question's (IDF-weighted) vocabulary they and their heading path contain, with a prior
+for the passage's retrieval rank. When the question shares no words with the text (an
+English question over Chinese text), the best-ranked passage, which the dense
+retriever found across languages, answers with its opening sentences.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chat.passages import Passage
+from kb.bm25 import BM25Index
+from kb.sentences import Span, split_sentences
+from kb.text import normalize, query_tokens
+
+MAX_UNITS = 3
+MAX_ANSWER_CHARS = 420
+PASSAGES_CONSIDERED = 3
+RANK_PRIOR = 0.15  # weight of 1/rank next to lexical coverage (0..1)
+MIN_COVERAGE = 0.2  # below this the lexical ranking is not trusted
+
+# Refusal: nothing relevant was found when neither retriever is convinced.
+# Calibrated on the gold set's tuning split (see README, "Refusals").
+REFUSE_BELOW_DENSE = 0.80
+REFUSE_BELOW_COVERAGE = 0.5
+
+_MARKUP = re.compile(r"\*\*|`|^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
+
+
+@dataclass(frozen=True)
+class Extract:
+    n: int  # 1-based passage number
+    span: Span  # offsets into the passage text
+    display: str  # what the answer shows (markup removed, table rows spelled out)
+
+
+def coverage(tokens: Sequence[str], text: str, bm25: BM25Index) -> float:
+    """IDF-weighted share of the question's tokens that occur in ``text``."""
+    weights = {t: max(bm25.idf(t), 0.1) for t in tokens}
+    total = sum(weights.values())
+    if not total:
+        return 0.0
+    haystack = normalize(text)
+    return sum(w for t, w in weights.items() if t in haystack) / total
+
+
+def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index) -> bool:
+    """Whether retrieval found anything worth answering from."""
+    if not passages:
+        return False
+    tokens = query_tokens(question)
+    dense = max((p.scores.get("dense", 0.0) for p in passages[:PASSAGES_CONSIDERED]), default=0.0)
+    lexical = max(
+        (coverage(tokens, f"{p.section}\n{p.display_text}", bm25) for p in passages[:PASSAGES_CONSIDERED]),
+        default=0.0,
+    )
+    return dense >= REFUSE_BELOW_DENSE or lexical >= REFUSE_BELOW_COVERAGE
+
+
+def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
+    tokens = query_tokens(question)
+    scored: list[tuple[float, int, Span]] = []
+    for rank, passage in enumerate(passages[:PASSAGES_CONSIDERED], 1):
+        for span in split_sentences(passage.text):
+            lexical = coverage(tokens, f"{passage.section}\n{span.text}", bm25)
+            scored.append((lexical + RANK_PRIOR / rank, rank, span))
+    if not scored:
+        return []
+    best_score, best_rank, best = max(scored, key=lambda item: item[0])
+    if best_score - RANK_PRIOR / best_rank < MIN_COVERAGE:
+        # No lexical signal: trust the retrieval order and read the top passage from its start.
+        best_rank = 1
+        units = split_sentences(passages[0].text)[:MAX_UNITS]
+        return _extracts(passages, [(1, u) for u in units])
+
+    chosen = [(best_rank, best)]
+    # Continue the best sentence with the ones after it in the same passage while short,
+    # since definitions and their consequences sit next to each other.
+    following = [s for s in split_sentences(passages[best_rank - 1].text) if s.start > best.start]
+    for span in following:
+        if len(chosen) >= MAX_UNITS or sum(len(s.text) for _, s in chosen) + len(span.text) > MAX_ANSWER_CHARS:
+            break
+        if sum(len(s.text) for _, s in chosen) >= 80 and not best.is_table_row:
+            break
+        chosen.append((best_rank, span))
+    return _extracts(passages, chosen)
+
+
+def _extracts(passages: Sequence[Passage], chosen: list[tuple[int, Span]]) -> list[Extract]:
+    return [Extract(n, span, display_text(passages[n - 1], span)) for n, span in chosen]
+
+
+def display_text(passage: Passage, span: Span) -> str:
+    if span.is_table_row:
+        header = table_header(passage, span)
+        if header:
+            return spell_out_row(header, span.text)
+    return _MARKUP.sub("", span.text).strip()
+
+
+def table_header(passage: Passage, row: Span) -> str | None:
+    """The header row of the table that ``row`` belongs to."""
+    lines = passage.text[: row.start].splitlines()
+    header = None
+    for line in reversed(lines):
+        if not line.strip().startswith("|"):
+            break
+        header = line.strip()
+    if header is None or header.strip("|:- ") == "":
+        context_rows = [ln.strip() for ln in passage.context.splitlines() if ln.strip().startswith("|")]
+        header = context_rows[0] if context_rows else header
+    return header if header and header != row.text else None
+
+
+def _cells(row: str) -> list[str]:
+    return [_MARKUP.sub("", cell).strip() for cell in row.strip().strip("|").split("|")]
+
+
+def spell_out_row(header: str, row: str) -> str:
+    """'| **显存需求** | 极大 | 极小 |' under '| 维度 | 全量 | LoRA |' -> '显存需求：全量：极大；LoRA：极小'."""
+    names, values = _cells(header), _cells(row)
+    if len(values) < 2 or len(names) != len(values):
+        return " | ".join(values)
+    pairs = "；".join(f"{name}：{value.replace('<br>', '，')}" for name, value in zip(names[1:], values[1:], strict=True))
+    return f"{values[0]} — {pairs}"
+
+
+def compose(extracts: Sequence[Extract]) -> str:
+    """Answer text: each extract followed by its citation mark."""
+    return "\n".join(f"{e.display} [{e.n}]" for e in extracts)

@@ -1,0 +1,40 @@
+"""What retrieval hands to answering, the UI and the eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kb.chunk import Chunk
+
+
+@dataclass
+class Passage:
+    id: str
+    text: str  # exactly source[start:end] of the document
+    doc: str
+    section: str  # heading path
+    start: int
+    end: int
+    score: float  # fused score; higher is better
+    context: str = ""  # e.g. a table's header row when the chunk continues a table
+    found_by: dict[str, int] = field(default_factory=dict)  # retriever -> 1-based rank
+    scores: dict[str, float] = field(default_factory=dict)  # retriever -> its own score
+
+    @classmethod
+    def from_chunk(cls, chunk_id: str, chunk: Chunk, score: float = 0.0) -> Passage:
+        return cls(
+            id=chunk_id, text=chunk.text, doc=chunk.doc, section=chunk.section, start=chunk.start,
+            end=chunk.end, score=score, context=chunk.context,
+        )
+
+    @property
+    def display_text(self) -> str:
+        """Text with the context it needs to be read on its own (a continued table's header)."""
+        return f"{self.context}\n{self.text}" if self.context else self.text
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id, "doc": self.doc, "section": self.section, "start": self.start, "end": self.end,
+            "score": self.score, "found_by": self.found_by, "scores": self.scores, "context": self.context,
+            "text": self.text,
+        }

@@ -1,0 +1,103 @@
+"""Turning what the user typed into a question retrieval can use."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+Language = Literal["zh", "en"]
+History = Sequence[tuple[str, str]] | Sequence[dict[str, str]]
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+_WORDS = re.compile(r"[A-Za-z]+")
+
+# A follow-up leans on the previous turn when it points back or is too short to stand alone.
+_ZH_ANAPHORA = re.compile(r"(它|它们|他们|这|那|其|该|此|上述|前者|后者|这个|那个|这种|那种)")
+_EN_ANAPHORA = re.compile(r"\b(it|its|they|them|their|this|that|these|those|the former|the latter)\b", re.I)
+_EN_FOLLOW_UP_OPENERS = re.compile(r"^\s*(and|what about|how about|and what about|why)\b", re.I)
+_ZH_FOLLOW_UP_OPENERS = re.compile(r"^\s*(那|那么|还有|而|为什么|为何)")
+
+
+class QuestionError(ValueError):
+    """The question cannot be answered as given; the message says why."""
+
+
+@dataclass
+class PreparedQuestion:
+    text: str  # what retrieval and generation use
+    original: str
+    language: Language
+    notices: list[str] = field(default_factory=list)
+    rewritten_from_history: bool = False
+
+
+def detect_language(text: str) -> Language:
+    """Chinese when the text has any real share of CJK characters, else English."""
+    cjk = len(_CJK.findall(text))
+    latin_words = len(_WORDS.findall(text))
+    return "zh" if cjk and cjk >= latin_words else "en"
+
+
+def validate(question: object, max_chars: int) -> tuple[str, list[str]]:
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionError("The question is empty. Type a question about the document. / 问题为空，请输入一个关于文档的问题。")
+    text = question.strip()
+    notices = []
+    if len(text) > max_chars:
+        notices.append(
+            f"The question was {len(text)} characters long; only its first {max_chars} were used. "
+            f"/ 问题过长（{len(text)} 字符），只使用了前 {max_chars} 个字符。"
+        )
+        text = text[:max_chars]
+    return text, notices
+
+
+def history_turns(history: History | None) -> list[tuple[str, str]]:
+    """(user, assistant) pairs from either tuples or chat-message dicts (Gradio's format)."""
+    if not history:
+        return []
+    turns: list[tuple[str, str]] = []
+    pending_user: str | None = None
+    for item in history:
+        if isinstance(item, dict):
+            role, content = item.get("role"), _content_text(item.get("content"))
+            if role == "user":
+                pending_user = content
+            elif role == "assistant" and pending_user is not None:
+                turns.append((pending_user, content))
+                pending_user = None
+        else:
+            user, assistant = item
+            turns.append((str(user), str(assistant or "")))
+    if pending_user is not None:
+        turns.append((pending_user, ""))
+    return turns
+
+
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # Gradio may send a list of content parts
+        return " ".join(str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in content)
+    return str(content or "")
+
+
+def needs_context(question: str, language: Language) -> bool:
+    if language == "zh":
+        short = len(_CJK.findall(question)) <= 8
+        return bool(_ZH_ANAPHORA.search(question) or _ZH_FOLLOW_UP_OPENERS.search(question)) or short
+    words = _WORDS.findall(question)
+    return bool(_EN_ANAPHORA.search(question) or _EN_FOLLOW_UP_OPENERS.search(question)) or len(words) <= 4
+
+
+def rule_based_standalone(question: str, turns: list[tuple[str, str]], language: Language) -> str | None:
+    """The extractive mode's rewrite rule: a follow-up that points back (它/that/what about…)
+    or is very short gets the previous question put in front of it. Returns None when the
+    question stands on its own."""
+    if not turns or not needs_context(question, language):
+        return None
+    previous = turns[-1][0].strip()
+    return f"{previous} {question}" if previous else None

