@@ -17,7 +17,12 @@ log = logging.getLogger("chat")
 
 
 def format_answer(answer: Answer) -> str:
-    lines = [answer.text, ""]
+    return f"{answer.text}\n\n{format_sources(answer)}"
+
+
+def format_sources(answer: Answer) -> str:
+    """Everything below the answer text: sources with quotes, flagged sentences, notices, mode."""
+    lines = []
     if answer.citations:
         lines.append("Sources / 来源:")
         for c in answer.citations:
@@ -47,7 +52,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             sys.stdout.write(item)
             sys.stdout.flush()
     assert answer is not None
-    sys.stdout.write("\n\n" + format_answer(answer).split("\n", 1)[1].lstrip("\n") + "\n")
+    sys.stdout.write("\n\n" + format_sources(answer) + "\n")
     return 0 if answer.complete else 3
 
 

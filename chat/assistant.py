@@ -20,6 +20,7 @@ from chat.passages import Passage
 from chat.prompts import REFUSAL, REWRITE_PROMPT, TRANSLATE_PROMPT, history_text, system_prompt, user_message
 from chat.questions import (
     History,
+    Language,
     PreparedQuestion,
     detect_language,
     history_turns,
@@ -99,7 +100,7 @@ class Assistant:
         with self._embed_lock:  # the embedding engines are not documented as thread-safe
             return model.get_query_embedding(text)
 
-    def _hybrid(self, using: tuple[str, ...] = (DENSE, BM25)) -> HybridRetriever:
+    def _hybrid(self, using: tuple[str, ...] = (DENSE, BM25), language: Language = "zh") -> HybridRetriever:
         s = self.settings
 
         class _LockedEmbedding:
@@ -113,7 +114,8 @@ class Assistant:
             DENSE: DenseRetriever(self.kb, self._view, _LockedEmbedding(self), s.dense_depth),  # type: ignore[arg-type]
             BM25: BM25Retriever(self._view, s.bm25_depth),
         }
-        weights = FusionWeights(rrf_k=s.rrf_k, by_retriever=((DENSE, s.dense_weight), (BM25, s.bm25_weight)))
+        bm25_weight = s.bm25_weight if language == "zh" else s.bm25_weight_en
+        weights = FusionWeights(rrf_k=s.rrf_k, by_retriever=((DENSE, s.dense_weight), (BM25, bm25_weight)))
         return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights)
 
     # --- retrieval ---------------------------------------------------------------------
@@ -128,22 +130,23 @@ class Assistant:
         for notice in notices:
             log.warning("%s", notice)
         view = self._view()
-        nodes = self._hybrid(using).retrieve_variants([text, *variants])
+        nodes = self._hybrid(using, detect_language(text)).retrieve_variants([text, *variants])
         return to_passages(nodes[: k or self.settings.top_k], view)
 
     # --- answering ---------------------------------------------------------------------
-    def ask(self, question: str, history: History | None = None) -> Answer:
-        """Answer ``question`` (with optional chat history) and return the full ``Answer``."""
+    def ask(self, question: str, history: History | None = None, *, k: int | None = None) -> Answer:
+        """Answer ``question`` (with optional chat history) from the top ``k`` passages."""
         answer = None
-        for item in self.stream(question, history):
+        for item in self.stream(question, history, k=k):
             if isinstance(item, Answer):
                 answer = item
         assert answer is not None
         return answer
 
-    def stream(self, question: str, history: History | None = None) -> Iterator[str | Answer]:
+    def stream(self, question: str, history: History | None = None, *, k: int | None = None) -> Iterator[str | Answer]:
         """Yield the answer's text as it is produced, then the final ``Answer``."""
         started = time.perf_counter()
+        top_k = k or self.settings.top_k
         text, notices = validate(question, self.settings.max_question_chars)
         language = detect_language(text)
         prepared = PreparedQuestion(text, question, language, notices)
@@ -156,7 +159,7 @@ class Assistant:
         retrieval_started = time.perf_counter()
         view = self._view()
         passages = to_passages(
-            self._hybrid().retrieve_variants([prepared.text, *variants])[: self.settings.top_k], view
+            self._hybrid(language=prepared.language).retrieve_variants([prepared.text, *variants])[:top_k], view
         )
         timings = Timings(retrieval_ms=(time.perf_counter() - retrieval_started) * 1000)
 
@@ -207,7 +210,7 @@ class Assistant:
 
     def _extract(self, prepared: PreparedQuestion, passages: list[Passage], view: IndexView, timings: Timings,
                  started: float) -> Iterator[str | Answer]:
-        if not extractive.is_relevant(prepared.text, passages, view.bm25):
+        if not extractive.is_relevant(prepared.text, passages, view.bm25, prepared.language):
             text = REFUSAL[prepared.language]
             refused = True
         else:

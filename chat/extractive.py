@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from chat.passages import Passage
 from kb.bm25 import BM25Index
 from kb.sentences import Span, split_sentences
-from kb.text import normalize, query_tokens
+from kb.text import normalize, query_tokens, tokenize
 
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
@@ -24,10 +24,16 @@ PASSAGES_CONSIDERED = 3
 RANK_PRIOR = 0.15  # weight of 1/rank next to lexical coverage (0..1)
 MIN_COVERAGE = 0.2  # below this the lexical ranking is not trusted
 
-# Refusal: nothing relevant was found when neither retriever is convinced.
-# Calibrated on the gold set's tuning split (see README, "Refusals").
-REFUSE_BELOW_DENSE = 0.80
-REFUSE_BELOW_COVERAGE = 0.5
+# Refusal. A question naming a technical term the documents never mention (GPTQ, BLEU, PPO…)
+# is about something else, however close its other words are. Otherwise: a Chinese question
+# whose (IDF-weighted) words the top passages barely contain is off-topic; e5 cosines are
+# too compressed to tell on their own (an off-topic Chinese question still scores 0.86).
+# English questions share few words with Chinese text, so they also need a low dense score.
+# Measured on the gold set (README, "Refusals").
+REFUSE_BELOW_COVERAGE = 0.25
+REFUSE_BELOW_DENSE_EN = 0.78
+_TERM = re.compile(r"[A-Za-z][A-Za-z0-9\-]*[A-Za-z0-9]|[A-Za-z]")
+_META_WORDS = {"faq", "doc", "document", "section", "table", "text", "article", "paper"}
 
 _MARKUP = re.compile(r"\*\*|`|^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
 
@@ -41,7 +47,9 @@ class Extract:
 
 def coverage(tokens: Sequence[str], text: str, bm25: BM25Index) -> float:
     """IDF-weighted share of the question's tokens that occur in ``text``."""
-    weights = {t: max(bm25.idf(t), 0.1) for t in tokens}
+    # A word the index has never seen is the strongest sign the text is about something else.
+    unseen = bm25.idf("\0never-seen\0")
+    weights = {t: (bm25.idf(t) if t in bm25.vocab else unseen) or 0.1 for t in tokens}
     total = sum(weights.values())
     if not total:
         return 0.0
@@ -49,24 +57,44 @@ def coverage(tokens: Sequence[str], text: str, bm25: BM25Index) -> float:
     return sum(w for t, w in weights.items() if t in haystack) / total
 
 
-def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index) -> bool:
+def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
+    """Technical terms of the question that never occur in the indexed text.
+
+    In a Chinese question every Latin-script word is a term; in an English one only
+    acronyms and CamelCase words are (ordinary English words are expected to be absent
+    from Chinese text).
+    """
+    found = []
+    for word in _TERM.findall(question):
+        is_term = language == "zh" or sum(c.isupper() for c in word) >= 2
+        tokens = tokenize(word)
+        if is_term and tokens and word.lower() not in _META_WORDS and not any(t in bm25.vocab for t in tokens):
+            found.append(word)
+    return found
+
+
+def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, language: str = "zh") -> bool:
     """Whether retrieval found anything worth answering from."""
-    if not passages:
+    if not passages or unknown_terms(question, bm25, language):
         return False
     tokens = query_tokens(question)
+    if not tokens:
+        return False  # nothing but punctuation, emoji or question words
     dense = max((p.scores.get("dense", 0.0) for p in passages[:PASSAGES_CONSIDERED]), default=0.0)
     lexical = max(
         (coverage(tokens, f"{p.section}\n{p.display_text}", bm25) for p in passages[:PASSAGES_CONSIDERED]),
         default=0.0,
     )
-    return dense >= REFUSE_BELOW_DENSE or lexical >= REFUSE_BELOW_COVERAGE
+    if lexical >= REFUSE_BELOW_COVERAGE:
+        return True
+    return language != "zh" and dense >= REFUSE_BELOW_DENSE_EN
 
 
 def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
     tokens = query_tokens(question)
     scored: list[tuple[float, int, Span]] = []
     for rank, passage in enumerate(passages[:PASSAGES_CONSIDERED], 1):
-        for span in split_sentences(passage.text):
+        for span in candidates(passage):
             lexical = coverage(tokens, f"{passage.section}\n{span.text}", bm25)
             scored.append((lexical + RANK_PRIOR / rank, rank, span))
     if not scored:
@@ -75,13 +103,13 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     if best_score - RANK_PRIOR / best_rank < MIN_COVERAGE:
         # No lexical signal: trust the retrieval order and read the top passage from its start.
         best_rank = 1
-        units = split_sentences(passages[0].text)[:MAX_UNITS]
+        units = candidates(passages[0])[:MAX_UNITS]
         return _extracts(passages, [(1, u) for u in units])
 
     chosen = [(best_rank, best)]
     # Continue the best sentence with the ones after it in the same passage while short,
     # since definitions and their consequences sit next to each other.
-    following = [s for s in split_sentences(passages[best_rank - 1].text) if s.start > best.start]
+    following = [s for s in candidates(passages[best_rank - 1]) if s.start > best.start]
     for span in following:
         if len(chosen) >= MAX_UNITS or sum(len(s.text) for _, s in chosen) + len(span.text) > MAX_ANSWER_CHARS:
             break
@@ -89,6 +117,29 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
             break
         chosen.append((best_rank, span))
     return _extracts(passages, chosen)
+
+
+def candidates(passage: Passage) -> list[Span]:
+    """Sentences and table rows that state something: not headings, not a table's header row."""
+    spans = split_sentences(passage.text)
+    out = []
+    for i, span in enumerate(spans):
+        if span.is_heading or _is_label(span.text):
+            continue
+        if span.is_table_row and (i == 0 or not spans[i - 1].is_table_row) and not _starts_after_context(passage, span):
+            continue  # the header row: column names, no facts
+        out.append(span)
+    return out
+
+
+def _is_label(text: str) -> bool:
+    """'- **对比选型：**' introduces what follows; on its own it says nothing."""
+    return len(_MARKUP.sub("", text).strip()) <= 24 and _MARKUP.sub("", text).strip().endswith(("：", ":"))
+
+
+def _starts_after_context(passage: Passage, span: Span) -> bool:
+    """A continued table (header in the context) starts with a data row, not a header."""
+    return bool(passage.context) and not passage.text[: span.start].strip()
 
 
 def _extracts(passages: Sequence[Passage], chosen: list[tuple[int, Span]]) -> list[Extract]:
@@ -106,6 +157,8 @@ def display_text(passage: Passage, span: Span) -> str:
 def table_header(passage: Passage, row: Span) -> str | None:
     """The header row of the table that ``row`` belongs to."""
     lines = passage.text[: row.start].splitlines()
+    if lines and not lines[-1].strip():
+        lines.pop()  # the indentation in front of the row itself
     header = None
     for line in reversed(lines):
         if not line.strip().startswith("|"):
@@ -126,7 +179,7 @@ def spell_out_row(header: str, row: str) -> str:
     names, values = _cells(header), _cells(row)
     if len(values) < 2 or len(names) != len(values):
         return " | ".join(values)
-    pairs = "；".join(f"{name}：{value.replace('<br>', '，')}" for name, value in zip(names[1:], values[1:], strict=True))
+    pairs = "，".join(f"{name}：{value.replace('<br>', '，')}" for name, value in zip(names[1:], values[1:], strict=True))
     return f"{values[0]} — {pairs}"
 
 

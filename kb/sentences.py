@@ -8,6 +8,7 @@ from dataclasses import dataclass
 SENTENCE_END = "。！？；!?;"
 # A citation mark right after a sentence end belongs to that sentence: "…显存。[1]".
 CITATION_MARK = re.compile(r"\s*(?:\[\s*\d+(?:\s*[,，、\-–]\s*\d+)*\s*\]|【\s*\d+(?:\s*[,，、]\s*\d+)*\s*】)")
+_ABBREVIATIONS = {"vs", "e.g", "eg", "i.e", "ie", "etc", "mr", "dr", "no", "fig", "al", "approx"}
 _TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
 
 
@@ -17,6 +18,7 @@ class Span:
     end: int
     text: str
     is_table_row: bool = False
+    is_heading: bool = False  # a Markdown heading line: a label, not a statement
 
 
 def split_sentences(text: str) -> list[Span]:
@@ -28,9 +30,12 @@ def split_sentences(text: str) -> list[Span]:
         pos += len(line)
         if not stripped or _TABLE_SEPARATOR.match(stripped):
             continue
+        offset = line_start + line.index(stripped)
         if stripped.startswith("|"):
-            offset = line_start + line.index(stripped)
             spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
+            continue
+        if stripped.startswith("#"):
+            spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
         spans.extend(_sentences_in_line(line, line_start))
     return spans
@@ -44,7 +49,7 @@ def _sentences_in_line(line: str, base: int) -> list[Span]:
     while i < n:
         ch = line[i]
         end_here = ch in SENTENCE_END or (
-            ch == "." and (i + 1 == n or line[i + 1].isspace()) and not (i > 0 and line[i - 1].isdigit())
+            ch == "." and (i + 1 == n or line[i + 1].isspace()) and not _abbreviation_or_number(line, i)
         )
         if end_here:
             j = i + 1
@@ -59,6 +64,11 @@ def _sentences_in_line(line: str, base: int) -> list[Span]:
     if line[start:].strip():
         spans.append(_trimmed(line, start, n, base))
     return [s for s in spans if s.text]
+
+
+def _abbreviation_or_number(line: str, dot: int) -> bool:
+    word = re.search(r"[A-Za-z0-9]+$", line[:dot])
+    return bool(word) and (word.group().isdigit() or word.group().lower() in _ABBREVIATIONS)
 
 
 def _trimmed(line: str, start: int, end: int, base: int) -> Span:

