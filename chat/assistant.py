@@ -100,7 +100,8 @@ class Assistant:
         with self._embed_lock:  # the embedding engines are not documented as thread-safe
             return model.get_query_embedding(text)
 
-    def _hybrid(self, using: tuple[str, ...] = (DENSE, BM25), language: Language = "zh") -> HybridRetriever:
+    def _hybrid(self, view: IndexView, using: tuple[str, ...] = (DENSE, BM25),
+                language: Language = "zh") -> HybridRetriever:
         s = self.settings
 
         class _LockedEmbedding:
@@ -110,9 +111,11 @@ class Assistant:
             def get_query_embedding(inner, text: str) -> list[float]:
                 return inner.outer._query_embedding(text)
 
+        # Every retriever of one request reads the same generation: another replica may commit a new
+        # one mid-request, and chunk ids of one generation are unknown to another's chunk table.
         retrievers = {
-            DENSE: DenseRetriever(self.kb, self._view, _LockedEmbedding(self), s.dense_depth),  # type: ignore[arg-type]
-            BM25: BM25Retriever(self._view, s.bm25_depth),
+            DENSE: DenseRetriever(self.kb, lambda: view, _LockedEmbedding(self), s.dense_depth),  # type: ignore[arg-type]
+            BM25: BM25Retriever(lambda: view, s.bm25_depth),
         }
         bm25_weight = s.bm25_weight if language == "zh" else s.bm25_weight_en
         weights = FusionWeights(rrf_k=s.rrf_k, by_retriever=((DENSE, s.dense_weight), (BM25, bm25_weight)))
@@ -130,7 +133,7 @@ class Assistant:
         for notice in notices:
             log.warning("%s", notice)
         view = self._view()
-        nodes = self._hybrid(using, detect_language(text)).retrieve_variants([text, *variants])
+        nodes = self._hybrid(view, using, detect_language(text)).retrieve_variants([text, *variants])
         return to_passages(nodes[: k or self.settings.top_k], view)
 
     # --- answering ---------------------------------------------------------------------
@@ -159,7 +162,8 @@ class Assistant:
         retrieval_started = time.perf_counter()
         view = self._view()
         passages = to_passages(
-            self._hybrid(language=prepared.language).retrieve_variants([prepared.text, *variants])[:top_k], view
+            self._hybrid(view, language=prepared.language).retrieve_variants([prepared.text, *variants])[:top_k],
+            view,
         )
         timings = Timings(retrieval_ms=(time.perf_counter() - retrieval_started) * 1000)
 

@@ -169,7 +169,7 @@ class ChatSession:
 
 def _clamp_k(top_k: Any, default: int) -> int:
     try:
-        k = int(round(float(top_k)))
+        k = round(float(top_k))
     except (TypeError, ValueError):
         return default
     return max(1, min(TOP_K_MAX, k))
@@ -199,55 +199,58 @@ class ChatApp(gr.Blocks):
         return super().launch(*args, **kwargs)
 
 
-def build_app(assistant: Assistant | AssistantFactory | None = None, settings: Settings | None = None) -> ChatApp:
-    """The chat app over ``assistant`` (an ``Assistant``, or a factory ``(llm, model) -> Assistant``)."""
-    if isinstance(assistant, Assistant):
-        settings = settings or assistant.settings
-        pool = AssistantPool(settings, seed=assistant)
-    else:
-        settings = settings or get_settings()
-        pool = AssistantPool(settings, factory=assistant)
-    feedback = FeedbackLog(settings.data_dir)
-    default_k = settings.top_k
+class ChatController:
+    """What the page does, without the page: each method is one event handler.
 
-    def status_html(llm: str | None, model: str | None) -> tuple[str, tuple[str, ...]]:
+    Kept apart from the layout so tests can drive a real conversation (and the feedback it
+    leaves) without a browser.
+    """
+
+    def __init__(self, pool: AssistantPool, feedback: FeedbackLog | None = None) -> None:
+        self.pool = pool
+        self.settings = pool.settings
+        self.feedback = feedback or FeedbackLog(self.settings.data_dir)
+
+    def status_html(self, llm: str | None, model: str | None) -> tuple[str, tuple[str, ...]]:
         try:
-            st = pool.get(llm, model).status()
+            st = self.pool.get(llm, model).status()
         except Exception as exc:  # a status line reports problems, it does not raise them
             log.exception("Status check failed")
             return render_error(str(exc), title="状态检查失败 / Status check failed"), ()
-        html = render_status(requested_llm=pool.key(llm, model)[0], mode=st.mode, mode_detail=st.mode_detail,
+        html = render_status(requested_llm=self.pool.key(llm, model)[0], mode=st.mode, mode_detail=st.mode_detail,
                              index_ok=st.index_ok, index_detail=st.index_detail, documents=st.documents,
                              chunks=st.chunks, embedding=st.embedding)
         return html, st.models
 
-    def model_choices(llm: str | None, model: str | None, listed: tuple[str, ...]) -> Any:
-        current = pool.key("ollama", model)[1]
-        if pool.key(llm, model)[0] != "ollama":
+    def model_choices(self, llm: str | None, model: str | None, listed: tuple[str, ...]) -> Any:
+        current = self.pool.key("ollama", model)[1] or self.settings.ollama_model
+        if self.pool.key(llm, model)[0] != "ollama":
             return gr.Dropdown(interactive=False)
-        if not listed:  # only ask Ollama when generation is chosen
-            listed = tuple(OllamaBackend(settings, current).health().models)
-        choices = list(dict.fromkeys([*listed, current or settings.ollama_model]))
-        return gr.Dropdown(choices=choices, value=current, interactive=True)
+        if not listed:  # Ollama is asked only once generation is chosen
+            listed = tuple(OllamaBackend(self.settings, current).health().models)
+        return gr.Dropdown(choices=list(dict.fromkeys([*listed, current])), value=current, interactive=True)
 
-    # --- event handlers ---------------------------------------------------------------------
-    def respond(message: str, top_k: float, llm: str, model: str | None,
+    def on_load(self, llm: str, model: str | None) -> tuple[Any, Any]:
+        html, listed = self.status_html(llm, model)
+        return html, self.model_choices(llm, model, listed)
+
+    def respond(self, message: str, top_k: float, llm: str, model: str | None,
                 session: ChatSession | None) -> Iterator[tuple[Any, ...]]:
+        """Outputs: chat messages, session, sources panel, textbox, send, stop, status line."""
         session = session if isinstance(session, ChatSession) else ChatSession()
         if session.busy:
             gr.Warning("上一个回答还在生成 / The previous answer is still being written.")
             yield (gr.skip(),) * 7
             return
         text = message if isinstance(message, str) else ""
-        k = _clamp_k(top_k, default_k)
-        llm_key = pool.key(llm, model)[0]
-        turn = session.start(text, k, llm_key)
+        k = _clamp_k(top_k, self.settings.top_k)
+        turn = session.start(text, k, self.pool.key(llm, model)[0])
         yield (list(session.messages), session, gr.skip(), *_input_state(True), gr.skip())
 
-        restore: str | None = ""
+        title = ""
         parts: list[str] = []
         try:
-            assistant = pool.get(llm, model)
+            assistant = self.pool.get(llm, model)
             for item in assistant.stream(text, session.history(), k=k):
                 if isinstance(item, Answer):
                     turn.answer = item
@@ -257,36 +260,33 @@ def build_app(assistant: Assistant | AssistantFactory | None = None, settings: S
                 session.show(turn, render_streaming(turn.partial))
                 yield (list(session.messages), session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
         except QuestionError as exc:
-            turn.error = str(exc)
-            title = "问题无效 / Invalid question"
+            turn.error, title = str(exc), "问题无效 / Invalid question"
         except KnowledgeBaseError as exc:
-            turn.error = str(exc)
-            title = "知识库不可用 / Knowledge base unavailable"
+            turn.error, title = str(exc), "知识库不可用 / Knowledge base unavailable"
         except GenerationError as exc:
-            turn.error = str(exc)
-            title = "生成失败 / Generation failed"
+            turn.error, title = str(exc), "生成失败 / Generation failed"
         except Exception as exc:  # the page must stay usable whatever went wrong
             log.exception("Answering %r failed", text[:80])
-            turn.error = f"{type(exc).__name__}: {exc}"
-            title = "内部错误 / Internal error"
+            turn.error, title = f"{type(exc).__name__}: {exc}", "内部错误 / Internal error"
         finally:
             session.busy_since = None
+        restore: str | None = ""
         if turn.answer is not None:
             session.show(turn, render_answer(turn.answer, turn.id))
         else:
             turn.error = turn.error or "没有得到回答 / No answer was produced."
-            session.show(turn, render_error(turn.error, title=title))
-            restore = text if len(text) <= 20000 else None  # give the question back to fix or retry
-        status, _ = status_html(llm, model)
+            session.show(turn, render_error(turn.error, title=title or "出错了 / Something went wrong"))
+            restore = text  # give the question back, to fix or retry
+        status, _ = self.status_html(llm, model)
         yield (list(session.messages), session, session.sources_html(), *_input_state(False, restore), status)
 
-    def respond_example(data: gr.SelectData, top_k: float, llm: str, model: str | None,
+    def respond_example(self, data: gr.SelectData, top_k: float, llm: str, model: str | None,
                         session: ChatSession | None) -> Iterator[tuple[Any, ...]]:
         value = data.value
         text = value.get("text", "") if isinstance(value, dict) else str(value or "")
-        yield from respond(text, top_k, llm, model, session)
+        yield from self.respond(text, top_k, llm, model, session)
 
-    def stop(session: ChatSession | None) -> tuple[Any, ...]:
+    def stop(self, session: ChatSession | None) -> tuple[Any, ...]:
         session = session if isinstance(session, ChatSession) else ChatSession()
         turn = session.pending()
         if turn is not None:
@@ -295,39 +295,48 @@ def build_app(assistant: Assistant | AssistantFactory | None = None, settings: S
         session.busy_since = None
         return (list(session.messages), session, session.sources_html(), *_input_state(False, None))
 
-    def clear(session: ChatSession | None) -> tuple[Any, ...]:
+    def clear(self, session: ChatSession | None) -> tuple[Any, ...]:
         fresh = ChatSession(id=uuid.uuid4().hex[:12])
         if isinstance(session, ChatSession):
             fresh.next_turn = session.next_turn  # new anchors never point at an old turn's sources
         return ([], fresh, SOURCES_EMPTY, *_input_state(False, ""))
 
-    def on_like(data: gr.LikeData, session: ChatSession | None) -> None:
+    def on_like(self, data: gr.LikeData, session: ChatSession | None) -> dict[str, Any] | None:
         if not isinstance(session, ChatSession):
-            return
+            return None
         index = data.index if isinstance(data.index, int) else data.index[0]
         turn = session.turn_at(index)
         if turn is None:
-            return
+            return None
         liked = data.liked
         rating = "up" if liked is True else "down" if liked is False else str(liked or "none")
-        feedback.record(rating=rating, question=turn.question, answer=turn.answer, error=turn.error,
-                        session=session.id, turn=turn.id, top_k=turn.top_k)
+        entry = self.feedback.record(rating=rating, question=turn.question, answer=turn.answer, error=turn.error,
+                                     session=session.id, turn=turn.id, top_k=turn.top_k)
         gr.Info("谢谢反馈 / Thanks for the feedback")
+        return entry
 
-    def on_load(llm: str, model: str | None) -> tuple[Any, Any]:
-        html, listed = status_html(llm, model)
-        return html, model_choices(llm, model, listed)
-
-    def api_ask(question: str, top_k: int | None = None) -> dict[str, Any]:
+    def api_ask(self, question: str, top_k: int | None = None) -> dict[str, Any]:
         """Answer a question about the knowledge base.
 
         Returns Answer.to_dict(): text, citations (n, doc, section, quote, start, end), mode, notices, ...
         """
         try:
-            answer = pool.get().ask(question, k=_clamp_k(top_k, default_k) if top_k else None)
+            answer = self.pool.get().ask(question, k=_clamp_k(top_k, self.settings.top_k) if top_k else None)
         except (QuestionError, KnowledgeBaseError) as exc:
             raise gr.Error(str(exc), print_exception=False) from exc
         return answer.to_dict()
+
+
+def build_app(assistant: Assistant | AssistantFactory | None = None, settings: Settings | None = None) -> ChatApp:
+    """The chat app over ``assistant`` (an ``Assistant``, or a factory ``(llm, model) -> Assistant``)."""
+    if isinstance(assistant, Assistant):
+        settings = settings or assistant.settings
+        pool = AssistantPool(settings, seed=assistant)
+    else:
+        settings = settings or get_settings()
+        pool = AssistantPool(settings, factory=assistant)
+    ctl = ChatController(pool)
+    default_k = settings.top_k
 
     # --- layout -------------------------------------------------------------------------------
     with ChatApp(title="知识库问答 / Knowledge base Q&A", analytics_enabled=False, fill_width=False) as app:
@@ -374,27 +383,27 @@ def build_app(assistant: Assistant | AssistantFactory | None = None, settings: S
 
         outputs = [chatbot, session_state, sources, textbox, send, stop_btn, status]
         answer_events = [
-            gr.on([textbox.submit, send.click], respond, inputs=[textbox, top_k, llm_radio, model_dd, session_state],
+            gr.on([textbox.submit, send.click], ctl.respond, inputs=[textbox, top_k, llm_radio, model_dd, session_state],
                   outputs=outputs, api_name="chat", trigger_mode="once", concurrency_limit=CONCURRENCY,
                   concurrency_id="answer", show_progress="hidden"),
-            chatbot.example_select(respond_example, inputs=[top_k, llm_radio, model_dd, session_state],
+            chatbot.example_select(ctl.respond_example, inputs=[top_k, llm_radio, model_dd, session_state],
                                    outputs=outputs, api_visibility="private", concurrency_limit=CONCURRENCY,
                                    concurrency_id="answer", show_progress="hidden"),
         ]
         stop_outputs = outputs[:6]
-        stop_btn.click(stop, inputs=[session_state], outputs=stop_outputs, cancels=answer_events,
+        stop_btn.click(ctl.stop, inputs=[session_state], outputs=stop_outputs, cancels=answer_events,
                        api_visibility="private", queue=False)
-        clear_btn.click(clear, inputs=[session_state], outputs=stop_outputs, cancels=answer_events,
+        clear_btn.click(ctl.clear, inputs=[session_state], outputs=stop_outputs, cancels=answer_events,
                         api_visibility="private", queue=False)
-        chatbot.clear(clear, inputs=[session_state], outputs=stop_outputs, cancels=answer_events,
+        chatbot.clear(ctl.clear, inputs=[session_state], outputs=stop_outputs, cancels=answer_events,
                       api_visibility="private", queue=False)
-        chatbot.like(on_like, inputs=[session_state], outputs=None, api_visibility="private", queue=False)
+        chatbot.like(ctl.on_like, inputs=[session_state], outputs=None, api_visibility="private", queue=False)
         for control in (llm_radio, model_dd):
-            control.change(on_load, inputs=[llm_radio, model_dd], outputs=[status, model_dd],
+            control.input(ctl.on_load, inputs=[llm_radio, model_dd], outputs=[status, model_dd],
                            api_visibility="private", show_progress="hidden")
-        app.load(on_load, inputs=[llm_radio, model_dd], outputs=[status, model_dd], api_visibility="private",
+        app.load(ctl.on_load, inputs=[llm_radio, model_dd], outputs=[status, model_dd], api_visibility="private",
                  show_progress="hidden")
-        gr.api(api_ask, api_name="ask", concurrency_limit=CONCURRENCY, concurrency_id="answer")
+        gr.api(ctl.api_ask, api_name="ask", concurrency_limit=CONCURRENCY, concurrency_id="answer")
     app.queue(default_concurrency_limit=CONCURRENCY)
     return app
 

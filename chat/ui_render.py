@@ -170,6 +170,13 @@ def _decorate(rendered: str, turn: int, citations: dict[int, Citation], flags: l
     return "".join(out)
 
 
+def _inline(text: str) -> str:
+    """A sentence on its own line: list or heading markers dropped, inline markdown kept."""
+    text = _PRIVATE.sub("", text)
+    prefix = _BLOCK_PREFIX.match(text)
+    return _md.renderInline(text[prefix.end():] if prefix else text).replace("\n", " ")
+
+
 def _flag_open(flag: _Flag | None) -> str:
     if flag is None:
         return ""
@@ -196,7 +203,7 @@ def render_answer(answer: Answer, turn: int) -> str:
     flagged = [s for s in answer.unsupported if not (answer.error and s.text.startswith("⚠"))]
     if flagged and not answer.refused:
         items = "".join(
-            f'<li><span class="kbqa-flag-text">{esc(s.text)}</span> <span class="kbqa-reason">— {esc(s.reason)}'
+            f'<li><span class="kbqa-flag-text">{_inline(s.text)}</span> <span class="kbqa-reason">— {esc(s.reason)}'
             f" (support {s.support:.2f})</span></li>"
             for s in flagged
         )
@@ -218,7 +225,7 @@ def _ms(value: float | None) -> str:
 
 def _footer(answer: Answer, turn: int) -> str:
     t = answer.timings
-    mode = f"生成 / generative · {answer.model}" if answer.mode == "generative" else "抽取 / extractive"
+    mode = "抽取 / extractive" if answer.mode != "generative" else f"生成 / generative · {answer.model or 'Ollama'}"
     bits = [esc(mode), f"检索 retrieval {_ms(t.retrieval_ms)}"]
     if answer.mode == "generative":
         bits.append(f"首字 first token {_ms(t.first_token_ms)}")

@@ -166,8 +166,8 @@ def negation_problem(claim: str, best: str, segments: Iterable[str]) -> str | No
 
 # --- contrast terms ------------------------------------------------------------------------
 def _has_term(text: str, term: str) -> bool:
-    if re.fullmatch(r"[a-z0-9\-]+", term):
-        return re.search(rf"(?<![a-z0-9\-]){re.escape(term)}(?![a-z0-9\-])", text) is not None
+    if re.fullmatch(r"[a-z0-9\-]+", term):  # a whole word, or its plural
+        return re.search(rf"(?<![a-z0-9\-]){re.escape(term)}s?(?![a-z0-9\-])", text) is not None
     return term in text
 
 
@@ -233,8 +233,8 @@ def technical_terms(text: str) -> set[str]:
             or (word[0].isupper() and (chinese or not sentence_start) and len(word) > 1)
         )
         if technical:
-            word = word.lower()
-            terms.add(word[:-1] if re.fullmatch(r"[a-z]{2,}s", word) and word[:-1].upper() == m.group(0)[:-1] else word)
+            plural = re.fullmatch(r"[A-Z]{2,}s", word)  # RNNs -> rnn, but RPS stays rps
+            terms.add(word[:-1].lower() if plural else word.lower())
     return terms
 
 

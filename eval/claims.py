@@ -68,6 +68,9 @@ def strip_marks(text: str, passages: int) -> tuple[str, list[int]]:
 def _raw_sentences(text: str) -> list[str]:
     pieces: list[str] = []
     for line in text.splitlines():
+        if line.strip().startswith("|"):  # a table row is one statement, whatever punctuation its cells hold
+            pieces.append(line)
+            continue
         start = 0
         for end in _SENTENCE_END.finditer(line):
             stop = end.end()

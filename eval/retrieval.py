@@ -13,6 +13,7 @@ from tqdm import tqdm
 from chat import Assistant
 from eval.datasets import GoldQuestion
 from eval.metrics import DEPTH, METRIC_NAMES, SpanRef, average, evidence_spans, question_metrics
+from eval.naive import NaiveBaseline
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +37,18 @@ def assistant_ranker(bot: Assistant, using: tuple[str, ...]) -> Ranker:
     return rank
 
 
-def naive_ranker(bot: Assistant, documents: dict[str, str]) -> Ranker:
+def naive_ranker(bot: Assistant, documents: dict[str, str], baseline: NaiveBaseline | None = None) -> Ranker:
     """llama-index out of the box: VectorStoreIndex, default SentenceSplitter, the same embedding model."""
-    from llama_index.core import Document, VectorStoreIndex
-
-    embed = bot._embed_model()
-    docs = [Document(text=text, metadata={"doc": name}) for name, text in documents.items()]
-    index = VectorStoreIndex.from_documents(docs, embed_model=embed)
-    retriever = index.as_retriever(similarity_top_k=DEPTH)
-
-    def rank(question: str) -> list[SpanRef]:
-        hits = retriever.retrieve(question)
-        return [SpanRef(h.node.metadata["doc"], h.node.start_char_idx or 0, h.node.end_char_idx or 0) for h in hits]
-
-    return rank
+    return (baseline or NaiveBaseline(bot._embed_model(), documents)).rank
 
 
-def rankers(bot: Assistant, documents: dict[str, str], systems: Sequence[str] = SYSTEMS) -> dict[str, Ranker]:
+def rankers(bot: Assistant, documents: dict[str, str], systems: Sequence[str] = SYSTEMS,
+            baseline: NaiveBaseline | None = None) -> dict[str, Ranker]:
     available: dict[str, Callable[[], Ranker]] = {
         "hybrid": lambda: assistant_ranker(bot, ("dense", "bm25")),
         "bm25": lambda: assistant_ranker(bot, ("bm25",)),
         "dense": lambda: assistant_ranker(bot, ("dense",)),
-        "naive": lambda: naive_ranker(bot, documents),
+        "naive": lambda: naive_ranker(bot, documents, baseline),
     }
     return {name: available[name]() for name in systems}
 

@@ -82,15 +82,19 @@ def _variants(cell: str) -> list[str]:
     return names
 
 
-def mentions(claim: str, names: Sequence[str]) -> dict[int, int]:
-    """Which of ``names`` (sibling cells) the claim names -> position of the first mention."""
+def mentions(claim: str, names: Sequence[str], values: str = "") -> dict[int, int]:
+    """Which of ``names`` (sibling cells) the claim names -> position of the first mention.
+
+    A name's unit that also occurs in ``values`` (the row's cells) may be part of a value, not a mention.
+    """
     text = normalize(claim)
+    values = normalize(values)
     found: dict[int, int] = {}
     all_units = [units(name) for name in names]
     for i, name in enumerate(names):
         others = set().union(*(u for j, u in enumerate(all_units) if j != i)) if len(names) > 1 else set()
         for variant in _variants(name):
-            distinctive = units(variant) - others
+            distinctive = units(variant) - others - {u for u in units(variant) if u in values}
             if distinctive and all(u in text for u in distinctive):
                 found[i] = min(text.find(u) for u in distinctive)
                 break
@@ -129,7 +133,7 @@ def table_problem(claim: str, table: Table, similarity: Similarity | None = None
 def _column_problem(claim: str, table: Table, row: int, similarity: Similarity | None) -> str | None:
     assert table.header is not None
     names = table.header[1:]
-    named = mentions(claim, names)  # column index (0-based among value columns) -> position
+    named = mentions(claim, names, " ".join(table.rows[row][1:]))  # value column (0-based) -> position
     if not named:
         return None
     cells = [normalize(c) for c in table.rows[row][1 : len(names) + 1]]

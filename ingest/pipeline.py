@@ -70,11 +70,12 @@ def chunk_document(doc: SourceDocument, settings: Settings) -> list[Chunk]:
     return chunker(doc.text, doc.name, max_chars=settings.chunk_max_chars, min_chars=settings.chunk_min_chars)
 
 
-def chunking_config(settings: Settings) -> dict[str, int]:
+def chunking_config(settings: Settings) -> dict[str, int | bool]:
     return {
         "version": CHUNKING_VERSION,
         "max_chars": settings.chunk_max_chars,
         "min_chars": settings.chunk_min_chars,
+        "sentence_vectors": settings.sentence_vectors,
     }
 
 
@@ -162,7 +163,7 @@ def run_ingest(
             for doc, chunks in _chunked(to_embed, settings):
                 key = _version_key(doc, generation)
                 ids = [chunk_id(key, i) for i in range(len(chunks))]
-                units = [chunk.sentence_units() for chunk in chunks]
+                units = [chunk.sentence_units() if settings.sentence_vectors else [] for chunk in chunks]
                 texts = [chunk.index_text() for chunk in chunks] + [u for per_chunk in units for u in per_chunk]
                 vectors = emb.get_text_embedding_batch(texts, show_progress=len(texts) > 16)
                 kb.add_chunks(ids, chunks, vectors[: len(chunks)], _regroup(vectors[len(chunks) :], units))

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # --- chunking -----------------------------------------------------------
     chunk_max_chars: int = Field(900, ge=200, le=8000, description="Hard upper bound of a chunk's text.")
     chunk_min_chars: int = Field(120, ge=0, le=2000, description="Shorter sections merge into a neighbour.")
+    sentence_vectors: bool = Field(
+        True, description="Also embed each sentence and table row (better dense recall, ~2x embedding time)."
+    )
 
     # --- retrieval ----------------------------------------------------------
     top_k: int = Field(5, ge=1, le=50)

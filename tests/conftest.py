@@ -69,7 +69,7 @@ def primer_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def primer_bot(primer_settings: Settings):  # noqa: ANN201 - returns chat.Assistant
+def primer_bot(primer_settings: Settings):
     from chat import Assistant
 
     return Assistant(primer_settings)

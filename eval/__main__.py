@@ -1,0 +1,148 @@
+"""python -m eval [retrieval | judges | compare RUN_A RUN_B] [options]
+
+  python -m eval                      full run: every configuration, judges, retrieval, report
+  python -m eval retrieval            retrieval only: hybrid, bm25, dense, naive side by side
+  python -m eval judges               each judge's accuracy on eval/datasets/claims.jsonl
+  python -m eval compare RUN_A RUN_B  per question better/worse and metric deltas of two runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from eval.runner import RunOptions
+
+log = logging.getLogger("eval")
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    configs = [c.strip() for c in args.config.split(",") if c.strip()] if args.config else None
+    return RunOptions(configs=configs, judge_model=args.judge_model, split=args.split, limit=args.limit,
+                      out=Path(args.out) if args.out else None, label=args.label, progress=not args.no_progress)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from eval.report import md_table, summary_table
+    from eval.runner import run_eval
+    from kb.settings import get_settings
+
+    out, results = run_eval(get_settings(), _options(args))
+    if results["configs"]:
+        sys.stdout.write(md_table(summary_table(results["configs"], "all")) + "\n")
+    sys.stdout.write(f"\nReport: {out / 'report.html'}\n")
+    return 0
+
+
+def cmd_retrieval(args: argparse.Namespace) -> int:
+    from eval.report import retrieval_table
+    from eval.runner import prepare, retrieval_section, run_dir, write_results
+    from kb.settings import get_settings
+
+    options = _options(args)
+    ctx = prepare(get_settings(), options)
+    section = retrieval_section(ctx, options.retrieval_systems, options.progress)
+    assert section is not None
+    for split in ("tune", "test"):
+        if split in section["summary"]:
+            sys.stdout.write(f"\n{split} split (answerable questions)\n{_text_table(retrieval_table(section['summary'], split))}\n")
+    out = run_dir(options, "retrieval")
+    results = {"meta": {"gold": {"questions": len(ctx.questions), "skipped": len(ctx.gold_problems),
+                                 "problems": ctx.gold_problems}, "split": options.split}, "retrieval": section}
+    path = write_results(out, results)
+    sys.stdout.write(f"\nSkipped gold lines: {len(ctx.gold_problems)}. Results: {path}\n")
+    return 0
+
+
+def cmd_judges(args: argparse.Namespace) -> int:
+    from chat import Assistant
+    from eval.datasets import load_claims
+    from eval.judges import OfflineJudge, score_judge
+    from eval.llm_judge import JudgeUnavailable, LLMJudge
+    from eval.report import judge_table
+    from eval.runner import run_dir, write_results
+    from kb.settings import get_settings
+
+    settings = get_settings()
+    options = _options(args)
+    claims = load_claims(options.claims_path)
+    embedding = Assistant(settings, llm="none")._embed_model()
+    results: dict[str, object] = {"skipped": claims.problems,
+                                  "offline": score_judge(OfflineJudge(embedding), claims.rows, options.progress).to_dict()}
+    if options.judge_model:
+        judge = LLMJudge(settings, options.judge_model)
+        try:
+            judge.check()
+            results["llm"] = score_judge(judge, claims.rows, options.progress).to_dict()
+            results["llm_judge_stats"] = judge.stats.to_dict()
+        except JudgeUnavailable as exc:
+            log.error("%s The offline judge's figures stand alone.", exc)
+            results["llm"] = {"available": False, "message": str(exc)}
+    sys.stdout.write(_text_table(judge_table(results)) + "\n")
+    path = write_results(run_dir(options, "judges"), results)
+    sys.stdout.write(f"Skipped claim lines: {len(claims.problems)}. Results: {path}\n")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from eval.compare import compare, format_compare, load_run
+
+    if len(args.runs) != 2:
+        log.error("compare needs two runs: python -m eval compare RUN_A RUN_B")
+        return 2
+    diff = compare(load_run(args.runs[0]), load_run(args.runs[1]))
+    if args.json:
+        sys.stdout.write(json.dumps(diff, ensure_ascii=False, indent=1) + "\n")
+    else:
+        sys.stdout.write(format_compare(diff, Path(args.runs[0]).name, Path(args.runs[1]).name) + "\n")
+    return 0
+
+
+def _text_table(table: tuple[list[str], list[list[str]]]) -> str:
+    header, rows = table
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    body = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join([line, "-" * len(line), *body])
+
+
+COMMANDS = {"run": cmd_run, "retrieval": cmd_retrieval, "judges": cmd_judges, "compare": cmd_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", default="run", choices=list(COMMANDS))
+    parser.add_argument("runs", nargs="*", help="compare: two run folders (or their results.json)")
+    parser.add_argument("--config", help="comma-separated: extractive,generative,naive "
+                                         "(default: extractive, generative when Ollama is healthy, naive)")
+    parser.add_argument("--judge-model", help="an Ollama model for the LLM judge (default: offline judge only)")
+    parser.add_argument("--split", choices=("tune", "test", "all"), default="all")
+    parser.add_argument("--limit", type=int, help="only the first N questions of the split")
+    parser.add_argument("--out", help="run folder (default: eval/runs/<timestamp>-<label>/)")
+    parser.add_argument("--label", help="the folder name's label")
+    parser.add_argument("--json", action="store_true", help="compare: print JSON")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    from kb.logging_setup import configure_logging
+
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if args.command != "compare" and args.runs:
+        parser.error(f"unexpected arguments: {' '.join(args.runs)}")
+    try:
+        return COMMANDS[args.command](args)
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    except RuntimeError as exc:  # knowledge base missing or mismatched, with the command that fixes it
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

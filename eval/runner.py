@@ -1,0 +1,252 @@
+"""One evaluation run: the gold set through every configuration, scored, aggregated and written out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from chat import Assistant
+from eval import retrieval
+from eval.aggregate import summarize_config
+from eval.answers import CONFIGS, AssistantConfig, Config, NaiveConfig
+from eval.datasets import CLAIMS_PATH, QA_PATH, GoldQuestion, load_claims, load_gold
+from eval.judges import OfflineJudge, score_judge
+from eval.llm_judge import JudgeUnavailable, LLMJudge
+from eval.naive import NaiveBaseline
+from eval.scoring import score_answer
+from kb.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = Path(__file__).resolve().parent / "runs"
+
+
+class EvalSetupError(RuntimeError):
+    """The run cannot start (e.g. nothing ingested); the message says what to do."""
+
+
+@dataclass
+class RunOptions:
+    configs: Sequence[str] | None = None  # None: extractive, generative when Ollama is healthy, naive
+    judge_model: str | None = None
+    split: str = "all"  # tune | test | all
+    limit: int | None = None
+    out: Path | None = None
+    label: str | None = None
+    progress: bool = True
+    retrieval_systems: Sequence[str] = retrieval.SYSTEMS  # the side-by-side retrieval comparison; () to skip
+    judge_claims: bool = True  # each judge's accuracy on claims.jsonl
+    gold_path: Path = QA_PATH
+    claims_path: Path = CLAIMS_PATH
+    judge_retries: int = 2
+    judge_max_tokens: int = 512
+    write_report: bool = True
+
+
+@dataclass
+class Context:
+    """What a run sets up once and shares across configurations."""
+
+    settings: Settings
+    bot: Assistant
+    documents: dict[str, str]
+    questions: list[GoldQuestion]
+    gold_problems: list[str]
+    judge: OfflineJudge
+    notes: list[str] = field(default_factory=list)
+    baseline: NaiveBaseline | None = None
+
+
+def select(questions: Sequence[GoldQuestion], split: str, limit: int | None) -> list[GoldQuestion]:
+    chosen = [q for q in questions if split == "all" or q.split == split]
+    return chosen[:limit] if limit else chosen
+
+
+def prepare(settings: Settings, options: RunOptions, bot: Assistant | None = None) -> Context:
+    documents = retrieval.load_documents(settings.docs_dir)
+    loaded = load_gold(options.gold_path, documents)
+    if loaded.skipped:
+        log.warning("%d gold line(s) skipped; the run goes on with the other %d", loaded.skipped, len(loaded.rows))
+    bot = bot or Assistant(settings, llm="none")
+    status = bot.status()  # also loads the embedding model
+    if not status.index_ok:
+        raise EvalSetupError(f"The knowledge base is not ready: {status.index_detail}")
+    return Context(settings, bot, documents, select(loaded.rows, options.split, options.limit), loaded.problems,
+                   OfflineJudge(bot._embed_model()))
+
+
+def run_dir(options: RunOptions, label: str) -> Path:
+    if options.out:
+        path = Path(options.out)
+    else:
+        path = RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{options.label or label}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- configurations ---------------------------------------------------------------------------
+def build_configs(ctx: Context, requested: Sequence[str] | None) -> list[Config]:
+    explicit = requested is not None
+    wanted = list(requested) if explicit else list(CONFIGS)
+    unknown = [c for c in wanted if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown configuration(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    configs: list[Config] = []
+    generative: Assistant | None = None
+    health_message = ""
+    if "generative" in wanted or "naive" in wanted:
+        generative = Assistant(ctx.settings, llm="ollama")
+        assert generative.backend is not None
+        health = generative.backend.health(refresh=True)
+        health_message = health.message
+        if not health.ok:
+            generative = None
+    if "extractive" in wanted:
+        configs.append(AssistantConfig("extractive", ctx.bot))
+    if "generative" in wanted:
+        if generative is not None:
+            configs.append(AssistantConfig("generative", generative))
+        else:
+            note = f"generative skipped: {health_message}"
+            (log.error if explicit else log.info)("%s", note)
+            ctx.notes.append(note)
+    if "naive" in wanted:
+        ctx.baseline = ctx.baseline or NaiveBaseline(ctx.bot._embed_model(), ctx.documents)
+        if generative is not None:
+            ctx.baseline.use_ollama(ctx.settings)
+            configs.append(NaiveConfig(ctx.baseline, ctx.settings.ollama_model))
+        else:
+            ctx.notes.append("naive: retrieval only (its query engine needs Ollama: "
+                             f"{health_message or 'not configured'})")
+    return configs
+
+
+def llm_judge(ctx: Context, options: RunOptions) -> LLMJudge | None:
+    if not options.judge_model:
+        return None
+    judge = LLMJudge(ctx.settings, options.judge_model, retries=options.judge_retries,
+                     max_tokens=options.judge_max_tokens)
+    try:
+        judge.check()
+    except JudgeUnavailable as exc:
+        message = f"{exc} The offline judge still runs."
+        log.error("%s", message)
+        ctx.notes.append(message)
+        return None
+    return judge
+
+
+# --- the run ----------------------------------------------------------------------------------
+def gold_dict(q: GoldQuestion) -> dict[str, Any]:
+    return {"id": q.id, "question": q.question, "lang": q.lang, "type": q.type, "split": q.split,
+            "answerable": q.answerable, "answer": q.answer, "evidence": list(q.evidence)}
+
+
+def answer_all(ctx: Context, configs: Sequence[Config], llm: LLMJudge | None,
+               progress: bool) -> tuple[dict[str, list[dict[str, Any]]], LLMJudge | None]:
+    scored: dict[str, list[dict[str, Any]]] = {}
+    for config in configs:
+        rows = []
+        for q in tqdm(ctx.questions, desc=config.name, disable=not progress, unit="q"):
+            record = config.answer(q.question)
+            try:
+                row = score_answer(record, q, ctx.documents, ctx.judge, llm)
+            except JudgeUnavailable as exc:
+                message = f"{exc} — the LLM judge stopped at {config.name} {q.id}; the offline judge still runs."
+                log.error("%s", message)
+                ctx.notes.append(message)
+                llm = None
+                row = score_answer(record, q, ctx.documents, ctx.judge, None)
+            rows.append({**row, "gold": gold_dict(q)})
+        scored[config.name] = rows
+    return scored, llm
+
+
+def retrieval_section(ctx: Context, systems: Sequence[str], progress: bool) -> dict[str, Any] | None:
+    if not systems:
+        return None
+    if "naive" in systems and ctx.baseline is None:
+        ctx.baseline = NaiveBaseline(ctx.bot._embed_model(), ctx.documents)
+    results = retrieval.run(ctx.questions, ctx.documents,
+                            retrieval.rankers(ctx.bot, ctx.documents, systems, ctx.baseline), progress)
+    return {
+        "summary": retrieval.summarize(results),
+        "questions": [{"id": r.question.id, "system": r.system, "metrics": r.metrics,
+                       "ms": round(r.seconds * 1000, 2)} for r in results],
+    }
+
+
+def judges_section(ctx: Context, options: RunOptions, llm: LLMJudge | None) -> dict[str, Any]:
+    loaded = load_claims(options.claims_path)
+    out: dict[str, Any] = {"claims_file": str(options.claims_path), "skipped": loaded.problems}
+    out["offline"] = score_judge(ctx.judge, loaded.rows, options.progress).to_dict()
+    if llm is not None:
+        try:
+            out["llm"] = score_judge(llm, loaded.rows, options.progress).to_dict()
+        except JudgeUnavailable as exc:
+            out["llm"] = {"available": False, "message": str(exc)}
+    return out
+
+
+def settings_digest(settings: Settings) -> dict[str, Any]:
+    keys = ("embed_model", "embed_runtime", "top_k", "dense_depth", "bm25_depth", "rrf_k", "dense_weight",
+            "bm25_weight", "chunk_max_chars", "chunk_min_chars", "ollama_model", "ollama_host", "temperature", "seed")
+    return {k: getattr(settings, k) for k in keys}
+
+
+def run_eval(settings: Settings, options: RunOptions, bot: Assistant | None = None) -> tuple[Path, dict[str, Any]]:
+    """The full evaluation; returns the run folder and the results written to its results.json."""
+    started = time.time()
+    ctx = prepare(settings, options, bot)
+    configs = build_configs(ctx, options.configs)
+    llm = llm_judge(ctx, options)
+    scored, llm = answer_all(ctx, configs, llm, options.progress)
+    results: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "seconds": None, "configs": [c.name for c in configs], "split": options.split, "limit": options.limit,
+            "judge_model": options.judge_model, "llm_judge": llm is not None, "notes": ctx.notes,
+            "settings": settings_digest(settings), "machine": platform.platform(),
+            "gold": {"file": str(options.gold_path), "questions": len(ctx.questions),
+                     "skipped": len(ctx.gold_problems), "problems": ctx.gold_problems},
+        },
+        "configs": {name: summarize_config(rows) for name, rows in scored.items()},
+        "retrieval": retrieval_section(ctx, options.retrieval_systems, options.progress),
+        "judges": judges_section(ctx, options, llm) if options.judge_claims else None,
+        "llm_judge_stats": llm.stats.to_dict() if llm is not None else None,
+        "questions": [],
+    }
+    by_id = {name: {r["gold"]["id"]: r for r in rows} for name, rows in scored.items()}
+    for q in ctx.questions:
+        results["questions"].append({
+            **gold_dict(q),
+            "configs": {name: {k: v for k, v in rows[q.id].items() if k != "gold"} for name, rows in by_id.items()},
+        })
+    results["meta"]["seconds"] = round(time.time() - started, 1)
+    out = run_dir(options, "+".join(c.name for c in configs) or "run")
+    write_results(out, results)
+    if options.write_report:
+        from eval.report import write_report
+
+        write_report(out, results)
+    return out, results
+
+
+def write_results(out: Path, results: dict[str, Any]) -> Path:
+    path = out / "results.json"
+    path.write_text(json.dumps(results, ensure_ascii=False, indent=1, default=_json_default), encoding="utf-8")
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

