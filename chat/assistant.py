@@ -29,7 +29,7 @@ from chat.questions import (
     validate,
 )
 from chat.retrieval import BM25, DENSE, BM25Retriever, DenseRetriever, FusionWeights, HybridRetriever, to_passages
-from kb.embeddings import EmbeddingInfo, load_embedding
+from kb.embeddings import EmbeddingInfo, shared_embedding
 from kb.index import IndexMismatch, IndexView, KnowledgeBase
 from kb.settings import LlmBackend, Settings, get_settings
 
@@ -59,6 +59,10 @@ class Assistant:
     >>> bot.ask("What does RoPE solve?").text
     """
 
+    # Embedding models are shared by every Assistant in the process (kb.embeddings.shared_embedding)
+    # and not documented as thread-safe, so calls into them are serialised process-wide.
+    _embed_lock = threading.Lock()
+
     def __init__(self, settings: Settings | None = None, *, llm: LlmBackend | None = None,
                  model: str | None = None) -> None:
         self.settings = settings or get_settings()
@@ -66,7 +70,6 @@ class Assistant:
         self.llm_setting: LlmBackend = llm or self.settings.llm
         self.backend = OllamaBackend(self.settings, model) if self.llm_setting == "ollama" else None
         self._embedding: tuple[BaseEmbedding, EmbeddingInfo] | None = None
-        self._embed_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._similarity_cache: dict[str, list[float]] = {}
 
@@ -79,7 +82,7 @@ class Assistant:
     def _embed_model(self) -> BaseEmbedding:
         with self._load_lock:
             if self._embedding is None:
-                self._embedding = load_embedding(self.settings)
+                self._embedding = shared_embedding(self.settings)
             return self._embedding[0]
 
     def _check_embedding(self, view: IndexView) -> None:
@@ -270,15 +273,15 @@ class Assistant:
 
     def _similarity(self, sentence: str, passage: str) -> float:
         """e5 cosine between an answer sentence and a passage (cached; passages recur)."""
+        model = self._embed_model()
         vectors = []
-        for text in (sentence, passage):
-            if text not in self._similarity_cache:
-                model = self._embed_model()
-                with self._embed_lock:
+        with self._embed_lock:
+            for text in (sentence, passage):
+                if text not in self._similarity_cache:
                     self._similarity_cache[text] = model.get_text_embedding(text)
-                if len(self._similarity_cache) > 2048:
-                    self._similarity_cache.pop(next(iter(self._similarity_cache)))
-            vectors.append(self._similarity_cache[text])
+                    if len(self._similarity_cache) > 2048:
+                        self._similarity_cache.pop(next(iter(self._similarity_cache)), None)
+                vectors.append(self._similarity_cache[text])
         return cosine(vectors[0], vectors[1])
 
     # --- status --------------------------------------------------------------------------

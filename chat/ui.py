@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import ipaddress
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -289,11 +290,13 @@ class ChatController:
     def stop(self, session: ChatSession | None) -> tuple[Any, ...]:
         session = session if isinstance(session, ChatSession) else ChatSession()
         turn = session.pending()
+        question = None
         if turn is not None:
             turn.error = "stopped"
             session.show(turn, render_stopped(turn.partial))
+            question = turn.question  # back in the box, to edit or ask again
         session.busy_since = None
-        return (list(session.messages), session, session.sources_html(), *_input_state(False, None))
+        return (list(session.messages), session, session.sources_html(), *_input_state(False, question))
 
     def clear(self, session: ChatSession | None) -> tuple[Any, ...]:
         fresh = ChatSession(id=uuid.uuid4().hex[:12])
@@ -301,7 +304,11 @@ class ChatController:
             fresh.next_turn = session.next_turn  # new anchors never point at an old turn's sources
         return ([], fresh, SOURCES_EMPTY, *_input_state(False, ""))
 
-    def on_like(self, data: gr.LikeData, session: ChatSession | None) -> dict[str, Any] | None:
+    def on_like(self, data: gr.LikeData, session: ChatSession | None) -> None:
+        self.record_like(data, session)
+
+    def record_like(self, data: gr.LikeData, session: ChatSession | None) -> dict[str, Any] | None:
+        """Append the rated turn to feedback.jsonl; returns the entry written (None: nothing to rate)."""
         if not isinstance(session, ChatSession):
             return None
         index = data.index if isinstance(data.index, int) else data.index[0]
@@ -364,7 +371,7 @@ def build_app(assistant: Assistant | AssistantFactory | None = None, settings: S
                         label="提问 / Ask", placeholder="输入问题，按 Enter 发送 / Type a question and press Enter",
                         lines=1, max_lines=6, scale=8, elem_id="kbqa-input", autofocus=True,
                     )
-                    with gr.Column(scale=1, min_width=110):
+                    with gr.Column(scale=1, min_width=130):
                         send = gr.Button("发送 / Send", variant="primary", elem_id="kbqa-send")
                         stop_btn = gr.Button("■ 停止 / Stop", variant="stop", visible=False, elem_id="kbqa-stop")
                         clear_btn = gr.Button("清空 / Clear", variant="secondary", size="sm", elem_id="kbqa-clear")
@@ -425,6 +432,10 @@ def credentials(settings: Settings) -> tuple[str, str] | None:
     return None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def launch(host: str | None = None, port: int | None = None, allow_unauthenticated: bool = False, *,
            settings: Settings | None = None) -> int:
     """Serve the UI until interrupted; returns the process exit code (2: refused or could not start)."""
@@ -454,6 +465,8 @@ def launch(host: str | None = None, port: int | None = None, allow_unauthenticat
     except Exception as exc:
         log.warning("Status check failed: %s", exc)
     app = build_app(assistant, settings)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `docker stop` closes the server like Ctrl+C does
     log.info("Chat UI on http://%s:%d%s", host if ":" not in host else f"[{host}]", port,
              " (login required)" if auth else "")
     try:

@@ -58,12 +58,13 @@ a.kbqa-cite:hover, a.kbqa-cite:focus-visible { background: var(--color-accent); 
 .kbqa-flagged ul { margin: .3em 0 0 1.1em; padding: 0; }
 .kbqa-reason { color: var(--body-text-color-subdued); }
 .kbqa-notice { margin-top: .5em; font-size: .84em; color: var(--body-text-color-subdued); overflow-wrap: anywhere; }
-.kbqa-error { margin-top: .3em; padding: .45em .7em; border-left: 3px solid #dc2626; border-radius: 4px;
+.kbqa-error { margin-top: .3em; padding: .45em .7em; font-size: .92em; border-left: 3px solid #dc2626; border-radius: 4px;
   background: rgba(220, 38, 38, .07); overflow-wrap: anywhere; }
 .kbqa-refused { color: var(--body-text-color-subdued); }
 .kbqa-footer { margin-top: .65em; padding-top: .4em; border-top: 1px dashed var(--border-color-primary);
   font-size: .76em; color: var(--body-text-color-subdued); }
-.kbqa-footer a { color: var(--color-accent) !important; text-decoration: none !important; cursor: pointer; }
+.kbqa-footer a { color: var(--color-accent) !important; text-decoration: none !important; cursor: pointer;
+  white-space: nowrap; }
 .kbqa-pending { color: var(--body-text-color-subdued); font-size: .92em; }
 .kbqa-dots::after { content: "●●●"; letter-spacing: 2px; animation: kbqa-pulse 1.2s infinite; }
 .kbqa-caret::after { content: "▍"; color: var(--color-accent); animation: kbqa-pulse 1s infinite; }
@@ -114,7 +115,7 @@ JS = r"""
       if (el.tagName === "DETAILS") el.open = true;
     }
     const mark = target.querySelector("mark");
-    (mark || target).scrollIntoView({ behavior: "smooth", block: mark ? "center" : "start" });
+    (mark || target).scrollIntoView({ behavior: "smooth", block: "nearest" });
     target.classList.add("kbqa-flash");
     setTimeout(() => target.classList.remove("kbqa-flash"), 1800);
   };

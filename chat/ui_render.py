@@ -82,12 +82,13 @@ def render_error(message: str, *, title: str = "出错了 / Something went wrong
 def render_stopped(partial: str) -> str:
     body = _md.render(_PRIVATE.sub("", partial)) if partial.strip() else ""
     return _one_line(f'<div class="kbqa-answer">{body}</div>'
-                     '<div class="kbqa-notice">⏹ 已停止 / Stopped. 可以继续提问 / You can ask again.</div>')
+                     '<div class="kbqa-notice">■ 已停止 / Stopped. 可以继续提问 / You can ask again.</div>')
 
 
 def shown_notices(answer: Answer) -> list[str]:
-    """Notices worth repeating under an answer (the plain extractive-mode hint is on the status line)."""
-    return [n for n in answer.notices if n.strip() != ENABLE_HINT]
+    """Notices worth repeating under an answer; the how-to-enable-generation hint is on the status line."""
+    notices = (n.replace(ENABLE_HINT, "").strip() for n in answer.notices)
+    return [n for n in notices if n]
 
 
 def answer_body_text(answer: Answer) -> str:
@@ -292,7 +293,7 @@ def _turn_sources(turn: int, question: str, answer: Answer, *, open_: bool) -> s
     if others:
         inner = "".join(_passage_html(p, f"kbqa-ret-{turn}-{j}", f"#{answer.passages.index(p) + 1}", None)
                         for j, p in enumerate(others))
-        more = (f'<details class="kbqa-more"><summary>其他检索到的段落 / Other retrieved passages ({len(others)})'
+        more = (f'<details class="kbqa-more"{"" if answer.citations else " open"}><summary>其他检索到的段落 / Other retrieved passages ({len(others)})'
                 f"</summary>{inner}</details>")
     copy = f'<pre class="kbqa-copytext" id="kbqa-copy-{turn}" hidden>{esc(copy_text(answer))}</pre>'
     return (f'<details class="kbqa-turn" id="kbqa-turn-{turn}"{" open" if open_ else ""}>'

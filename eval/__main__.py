@@ -22,7 +22,8 @@ log = logging.getLogger("eval")
 def _options(args: argparse.Namespace) -> RunOptions:
     configs = [c.strip() for c in args.config.split(",") if c.strip()] if args.config else None
     return RunOptions(configs=configs, judge_model=args.judge_model, split=args.split, limit=args.limit,
-                      out=Path(args.out) if args.out else None, label=args.label, progress=not args.no_progress)
+                      out=Path(args.out) if args.out else None, label=args.label, progress=not args.no_progress,
+                      judge_claims=not args.skip_judge_accuracy, judge_max_tokens=args.judge_max_tokens)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -59,31 +60,29 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
 
 def cmd_judges(args: argparse.Namespace) -> int:
     from chat import Assistant
-    from eval.datasets import load_claims
-    from eval.judges import OfflineJudge, score_judge
+    from eval.judges import OfflineJudge
     from eval.llm_judge import JudgeUnavailable, LLMJudge
     from eval.report import judge_table
-    from eval.runner import run_dir, write_results
+    from eval.runner import judges_section, run_dir, write_results
     from kb.settings import get_settings
 
     settings = get_settings()
     options = _options(args)
-    claims = load_claims(options.claims_path)
-    embedding = Assistant(settings, llm="none")._embed_model()
-    results: dict[str, object] = {"skipped": claims.problems,
-                                  "offline": score_judge(OfflineJudge(embedding), claims.rows, options.progress).to_dict()}
+    judges: list[object] = [OfflineJudge(Assistant(settings, llm="none")._embed_model())]
+    llm = None
     if options.judge_model:
-        judge = LLMJudge(settings, options.judge_model)
+        llm = LLMJudge(settings, options.judge_model, retries=options.judge_retries)
         try:
-            judge.check()
-            results["llm"] = score_judge(judge, claims.rows, options.progress).to_dict()
-            results["llm_judge_stats"] = judge.stats.to_dict()
+            llm.check()
+            judges.append(llm)
         except JudgeUnavailable as exc:
-            log.error("%s The offline judge's figures stand alone.", exc)
-            results["llm"] = {"available": False, "message": str(exc)}
-    sys.stdout.write(_text_table(judge_table(results)) + "\n")
+            log.error("%s The offline judge still runs.", exc)
+            llm = None
+    results: dict[str, object] = {"judges": judges_section(judges, options.claims_paths, options.progress),
+                                  "llm_judge_stats": llm.stats.to_dict() if llm else None}
+    sys.stdout.write(_text_table(judge_table(results["judges"])) + "\n")  # type: ignore[arg-type]
     path = write_results(run_dir(options, "judges"), results)
-    sys.stdout.write(f"Skipped claim lines: {len(claims.problems)}. Results: {path}\n")
+    sys.stdout.write(f"Results: {path}\n")
     return 0
 
 
@@ -120,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="comma-separated: extractive,generative,naive "
                                          "(default: extractive, generative when Ollama is healthy, naive)")
     parser.add_argument("--judge-model", help="an Ollama model for the LLM judge (default: offline judge only)")
+    parser.add_argument("--judge-max-tokens", type=int, default=512, help="token cap of each LLM judge reply")
+    parser.add_argument("--skip-judge-accuracy", action="store_true",
+                        help="full run: do not score the judges on the labelled claims (saves LLM judge time)")
     parser.add_argument("--split", choices=("tune", "test", "all"), default="all")
     parser.add_argument("--limit", type=int, help="only the first N questions of the split")
     parser.add_argument("--out", help="run folder (default: eval/runs/<timestamp>-<label>/)")

@@ -159,13 +159,13 @@ def negation_problem(claim: str, best: str, segments: Iterable[str]) -> str | No
     claim_n = normalize(protect(claim))
     for scope in _negated(best, right_only=True):
         shared = {u for u in scope if u in claim_n}
-        if len(shared) >= MIN_SHARED_FOR_NEGATION and not _negated_near(claim, shared):
+        if shared and len(shared) >= min(MIN_SHARED_FOR_NEGATION, len(scope)) and not _negated_near(claim, shared):
             return "negation: the passage negates what the claim states"
     return None
 
 
 # --- contrast terms ------------------------------------------------------------------------
-def _has_term(text: str, term: str) -> bool:
+def has_term(text: str, term: str) -> bool:
     if re.fullmatch(r"[a-z0-9\-]+", term):  # a whole word, or its plural
         return re.search(rf"(?<![a-z0-9\-]){re.escape(term)}s?(?![a-z0-9\-])", text) is not None
     return term in text
@@ -194,8 +194,8 @@ def contrast_in_context(claim: str, passage: str) -> str | None:
     """A contrast term the passage never uses, where the passage has its sibling amid the same words."""
     c, p = normalize(protect(claim)), normalize(passage)
     for group in CONTRAST_GROUPS:
-        for term in (t for t in group if _has_term(c, t) and not _has_term(p, t)):
-            for sibling in (t for t in group if t != term and _has_term(p, t)):
+        for term in (t for t in group if has_term(c, t) and not has_term(p, t)):
+            for sibling in (t for t in group if t != term and has_term(p, t)):
                 for mine in _term_windows(c, term):
                     if any(len(mine & theirs) >= MIN_SHARED_FOR_NEGATION for theirs in _term_windows(p, sibling)):
                         return f"swapped term: the claim says {term}, the passage says {sibling}"
@@ -205,8 +205,8 @@ def contrast_in_context(claim: str, passage: str) -> str | None:
 def contrast_problem(claim: str, segment: str) -> str | None:
     c, s = normalize(protect(claim)), normalize(segment)
     for group in CONTRAST_GROUPS:
-        in_claim = [t for t in group if _has_term(c, t)]
-        in_segment = [t for t in group if _has_term(s, t)]
+        in_claim = [t for t in group if has_term(c, t)]
+        in_segment = [t for t in group if has_term(s, t)]
         for term in in_claim:
             siblings = [t for t in in_segment if t != term and t not in in_claim]
             if term not in in_segment and siblings:
@@ -220,17 +220,17 @@ def contrast_problem(claim: str, segment: str) -> str | None:
 
 
 # --- technical terms -----------------------------------------------------------------------
-def technical_terms(text: str) -> set[str]:
-    """Names a claim can get wrong: Latin words in Chinese text; acronyms, CamelCase and digits in English."""
+def technical_terms(text: str, acronyms_only: bool = False) -> set[str]:
+    """Names a claim can get wrong: capitalised Latin words in Chinese text; acronyms, CamelCase and
+    digits in English. ``acronyms_only``: just acronyms, CamelCase and names with digits (RLHF, LoRA, GPT-4)."""
     chinese = is_chinese(text)
     terms = set()
     for m in _WORD.finditer(text):
         word = m.group(0)
         sentence_start = m.start() == 0 or text[: m.start()].rstrip().endswith((".", "!", "?", ":"))
-        technical = (
-            sum(ch.isupper() for ch in word) >= 2
-            or any(ch.isdigit() for ch in word)
-            or (word[0].isupper() and (chinese or not sentence_start) and len(word) > 1)
+        acronym = sum(ch.isupper() for ch in word) >= 2 or any(ch.isdigit() for ch in word)
+        technical = acronym or (
+            not acronyms_only and word[0].isupper() and (chinese or not sentence_start) and len(word) > 1
         )
         if technical:
             plural = re.fullmatch(r"[A-Z]{2,}s", word)  # RNNs -> rnn, but RPS stays rps
@@ -240,18 +240,22 @@ def technical_terms(text: str) -> set[str]:
 
 def new_term_problem(claim: str, passages: Iterable[str]) -> str | None:
     haystack = normalize(" ".join(passages))
-    missing = sorted(t for t in technical_terms(claim) if not _has_term(haystack, t))
+    missing = sorted(t for t in technical_terms(claim) if not has_term(haystack, t))
     if missing:
         return f"term not in the cited passages: {', '.join(missing)}"
     return None
 
 
-def replaced_term_problem(claim: str, clause: str) -> str | None:
-    """In a clause that says the same thing otherwise, the claim has a technical term where the clause has another."""
-    claim_terms, clause_terms = technical_terms(claim), technical_terms(clause)
+def replaced_term_problem(claim: str, clause: str, acronyms_only: bool = False) -> str | None:
+    """In a clause that says the same thing otherwise, the claim has a technical term where the clause has another.
+
+    Against a whole segment (``acronyms_only``), only acronym-like names count: a segment is often read
+    with its heading ("Decoder-only 架构" over "取消独立 Encoder"), which plain capitalised words come from.
+    """
+    claim_terms, clause_terms = technical_terms(claim, acronyms_only), technical_terms(clause, acronyms_only)
     clause_n, claim_n = normalize(clause), normalize(protect(claim))
-    ours = {t for t in claim_terms if not _has_term(clause_n, t)}
-    theirs = {t for t in clause_terms if not _has_term(claim_n, t)}
+    ours = {t for t in claim_terms if not has_term(clause_n, t)}
+    theirs = {t for t in clause_terms if not has_term(claim_n, t)}
     if not ours or not theirs:
         return None
     rest = content_units(protect(claim)) - {t for t in claim_terms}

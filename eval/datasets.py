@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 DATASETS = Path(__file__).resolve().parent / "datasets"
 QA_PATH = DATASETS / "qa.jsonl"
 CLAIMS_PATH = DATASETS / "claims.jsonl"
+# Written after the offline judge's rules were fixed, to measure them on claims they were not tuned on.
+HOLDOUT_CLAIMS_PATH = DATASETS / "claims_holdout.jsonl"
 QA_FIELDS = ("id", "question", "lang", "type", "answer", "evidence", "answerable")
 CLAIM_FIELDS = ("id", "claim", "passage", "supported")
 

@@ -134,13 +134,14 @@ class OfflineJudge:
             if found:
                 return found
         found = (checks.contrast_problem(claim, best.text) or checks.contrast_in_context(claim, joined)
+                 or (None if cross else checks.replaced_term_problem(claim, best.text, acronyms_only=True))
                  or self._clause_problem(claim, best, segments, cross))
         if found:
             return found
         if best.is_table_row:
             row = split_cells(best.text)
             for table in tables_in(passages[best.passage]):
-                if row in table.rows:
+                if row in table.rows or row == table.header:
                     return table_problem(claim, table, similarity)
         return None
 

@@ -81,16 +81,33 @@ def retrieval_table(summary: dict[str, Any], split: str) -> Table:
 
 
 def judge_table(judges: dict[str, Any]) -> Table:
+    """judges: {claim file: {"offline": score, "llm": score}} (see eval.runner.judges_section)."""
     rows = []
-    for key in ("offline", "llm"):
-        j = judges.get(key)
-        if not j or "accuracy" not in j:
-            continue
-        rows.append([j["judge"], "all", str(j["total"]), fmt(j["accuracy"]), str(j["unparseable"])])
-        for section in ("by_kind", "by_lang"):
-            for name, g in j[section].items():
-                rows.append(["", name, str(g["n"]), fmt(g["accuracy"]), str(g["unparseable"])])
-    return ["judge", "claims", "n", "accuracy", "unparseable"], rows
+    for file, section in judges.items():
+        for key in ("offline", "llm"):
+            j = section.get(key)
+            if not j or "accuracy" not in j:
+                continue
+            rows.append([file, j["judge"], "all", str(j["total"]), fmt(j["accuracy"]), str(j["unparseable"])])
+            for part in ("by_kind", "by_lang"):
+                for name, g in j[part].items():
+                    rows.append(["", "", name, str(g["n"]), fmt(g["accuracy"]), str(g["unparseable"])])
+    return ["claims file", "judge", "group", "n", "accuracy", "unparseable"], rows
+
+
+def judge_mistakes(judges: dict[str, Any]) -> list[str]:
+    lines = []
+    for file, section in judges.items():
+        for key in ("offline", "llm"):
+            j = section.get(key) or {}
+            if j.get("available") is False:
+                lines.append(f"- {file}: LLM judge unavailable: {j['message']}")
+            for m in j.get("mistakes", []):
+                verdict = "unparseable" if m["supported"] is None else f"judged {'supported' if m['supported'] else 'unsupported'}"
+                lines.append(f"- {file} {m['id']} ({j['judge']}; {m['kind']}, {m['lang']}; gold "
+                             f"{'supported' if m['gold'] else 'unsupported'}; {verdict}): {m['claim']}"
+                             + (f" — {m['reason']}" if m["reason"] else ""))
+    return lines
 
 
 def md_table(table: Table) -> str:
@@ -232,15 +249,9 @@ def build_markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
             if split in results["retrieval"]["summary"]:
                 parts += ["", f"### {split} split", "", md_table(retrieval_table(results["retrieval"]["summary"], split))]
     if results.get("judges"):
-        parts += ["", "## Judging the judges (eval/datasets/claims.jsonl)", "", md_table(judge_table(results["judges"]))]
-        for key in ("offline", "llm"):
-            j = results["judges"].get(key) or {}
-            if j.get("mistakes"):
-                parts += ["", f"Mistakes of the {j['judge']} judge:"]
-                parts += [f"- {m['id']} ({m['kind']}, {m['lang']}, gold {'supported' if m['gold'] else 'unsupported'}): "
-                          f"{m['claim']} — {m['reason'] or 'judged supported'}" for m in j["mistakes"]]
-            elif j.get("available") is False:
-                parts += ["", f"LLM judge: {j['message']}"]
+        parts += ["", "## Judging the judges (labelled claims in eval/datasets/)", "",
+                  "The offline judge's rules were tuned on claims.jsonl; claims_holdout.jsonl was written afterwards.",
+                  "", md_table(judge_table(results["judges"])), "", "Mistakes:", *judge_mistakes(results["judges"])]
     if plots:
         parts += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     parts += ["", "## How it is measured", "", *methods_text(), ""]

@@ -17,7 +17,7 @@ from chat import Assistant
 from eval import retrieval
 from eval.aggregate import summarize_config
 from eval.answers import CONFIGS, AssistantConfig, Config, NaiveConfig
-from eval.datasets import CLAIMS_PATH, QA_PATH, GoldQuestion, load_claims, load_gold
+from eval.datasets import CLAIMS_PATH, HOLDOUT_CLAIMS_PATH, QA_PATH, GoldQuestion, load_claims, load_gold
 from eval.judges import OfflineJudge, score_judge
 from eval.llm_judge import JudgeUnavailable, LLMJudge
 from eval.naive import NaiveBaseline
@@ -45,7 +45,7 @@ class RunOptions:
     retrieval_systems: Sequence[str] = retrieval.SYSTEMS  # the side-by-side retrieval comparison; () to skip
     judge_claims: bool = True  # each judge's accuracy on claims.jsonl
     gold_path: Path = QA_PATH
-    claims_path: Path = CLAIMS_PATH
+    claims_paths: Sequence[Path] = (CLAIMS_PATH, HOLDOUT_CLAIMS_PATH)
     judge_retries: int = 2
     judge_max_tokens: int = 512
     write_report: bool = True
@@ -184,15 +184,22 @@ def retrieval_section(ctx: Context, systems: Sequence[str], progress: bool) -> d
     }
 
 
-def judges_section(ctx: Context, options: RunOptions, llm: LLMJudge | None) -> dict[str, Any]:
-    loaded = load_claims(options.claims_path)
-    out: dict[str, Any] = {"claims_file": str(options.claims_path), "skipped": loaded.problems}
-    out["offline"] = score_judge(ctx.judge, loaded.rows, options.progress).to_dict()
-    if llm is not None:
-        try:
-            out["llm"] = score_judge(llm, loaded.rows, options.progress).to_dict()
-        except JudgeUnavailable as exc:
-            out["llm"] = {"available": False, "message": str(exc)}
+def judges_section(judges: Sequence[Any], paths: Sequence[Path], progress: bool) -> dict[str, Any]:
+    """Each judge's accuracy on each labelled claim file: {file name: {"skipped": [...], judge key: score}}."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        if not Path(path).is_file():
+            continue
+        loaded = load_claims(Path(path))
+        section: dict[str, Any] = {"skipped": loaded.problems}
+        for judge in judges:
+            key = "offline" if judge.name == "offline" else "llm"
+            try:
+                section[key] = score_judge(judge, loaded.rows, progress).to_dict()
+            except JudgeUnavailable as exc:
+                log.error("%s The offline judge's figures stand alone.", exc)
+                section[key] = {"available": False, "message": str(exc)}
+        out[Path(path).name] = section
     return out
 
 
@@ -220,7 +227,8 @@ def run_eval(settings: Settings, options: RunOptions, bot: Assistant | None = No
         },
         "configs": {name: summarize_config(rows) for name, rows in scored.items()},
         "retrieval": retrieval_section(ctx, options.retrieval_systems, options.progress),
-        "judges": judges_section(ctx, options, llm) if options.judge_claims else None,
+        "judges": judges_section([ctx.judge, *([llm] if llm else [])], options.claims_paths, options.progress)
+        if options.judge_claims else None,
         "llm_judge_stats": llm.stats.to_dict() if llm is not None else None,
         "questions": [],
     }

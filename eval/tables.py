@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chat.grounding import content_units
+from eval.checks import has_term, technical_terms
 from kb.text import normalize
 
 Similarity = Callable[[str, str], float]
@@ -125,9 +126,20 @@ def table_problem(claim: str, table: Table, similarity: Similarity | None = None
     if named_rows and row not in named_rows:
         other = labels[min(named_rows, key=named_rows.get)]  # type: ignore[arg-type]
         return f"wrong table row: names “{other}” but the content is from the row “{labels[row]}”"
+    stray = _foreign_row_terms(claim, table, row)
+    if stray:
+        return f"wrong table row: “{stray[0]}” belongs to another row than the content (row “{labels[row]}”)"
     if table.header and len(table.header) >= 3:
         return _column_problem(claim, table, row, similarity)
     return None
+
+
+def _foreign_row_terms(claim: str, table: Table, row: int) -> list[str]:
+    """Technical terms of the claim that stand only in other rows: content must come from ONE row + header."""
+    own = normalize(" | ".join([*(table.header or []), *table.rows[row]]))
+    others = [normalize(table.row_text(i)) for i in range(len(table.rows)) if i != row]
+    return sorted(t for t in technical_terms(claim)
+                  if not has_term(own, t) and any(has_term(text, t) for text in others))
 
 
 def _column_problem(claim: str, table: Table, row: int, similarity: Similarity | None) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +133,19 @@ def load_embedding(settings: Settings) -> tuple[BaseEmbedding, EmbeddingInfo]:
         raise EmbeddingUnavailable(_how_to_get(model, exc)) from exc
     log.info("Embedding runtime: sentence-transformers (%s)", model)
     return _with_info(emb, runtime)
+
+
+_shared: dict[tuple[str, str, int], tuple[BaseEmbedding, EmbeddingInfo]] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_embedding(settings: Settings) -> tuple[BaseEmbedding, EmbeddingInfo]:
+    """One loaded model per (model, runtime) in a process: UI sessions in other modes share it."""
+    key = (settings.embed_model, resolve_runtime(settings), settings.embed_batch_size)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = load_embedding(settings)
+        return _shared[key]
 
 
 def _available_locally(model: str) -> bool:

@@ -374,7 +374,8 @@ class KnowledgeBase:
             started = time.perf_counter()
             view = self._load_cached_view(manifest)
             if view is None:
-                view = self.build_view(manifest, self.load_chunks(manifest.live_ids()))
+                view = self._build_from_store(manifest)
+                manifest = view.manifest
                 try:
                     self.save_view(view)
                 except OSError as exc:
@@ -386,6 +387,21 @@ class KnowledgeBase:
             )
             self._view = view
             return view
+
+    def _build_from_store(self, manifest: Manifest) -> IndexView:
+        # Another replica may commit a newer generation and delete this one's replaced chunks
+        # while we read them: that is not a broken index, so follow the newer manifest.
+        for _ in range(3):
+            try:
+                return self.build_view(manifest, self.load_chunks(manifest.live_ids()))
+            except IndexMissing:
+                latest = self.read_manifest()
+                if latest is None or not latest.docs or latest.generation == manifest.generation:
+                    raise
+                log.info("Generation %d was replaced while loading it; loading %d", manifest.generation,
+                         latest.generation)
+                manifest = latest
+        return self.build_view(manifest, self.load_chunks(manifest.live_ids()))
 
     def remove_stale_caches(self, keep_generation: int) -> None:
         prefix = f"{self.settings.collection}-g"

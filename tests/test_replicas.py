@@ -156,6 +156,12 @@ def test_replica_keeps_serving_while_another_ingests(tmp_path, chroma_server):
                 errors.append(exc)
                 return
 
+    def wait_for_answers(after: float, count: int = 2) -> None:
+        # The second answer completed after ``after`` began after it: it has seen that commit.
+        while not errors and thread.is_alive() and len([t for t, _ in results if t > after]) < count:
+            time.sleep(0.05)
+
+    ingesting: list[tuple[float, float]] = []
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
@@ -164,19 +170,17 @@ def test_replica_keeps_serving_while_another_ingests(tmp_path, chroma_server):
             _write_docs(writer, fact, FILLER)
             started = time.monotonic()
             report = run_ingest(writer)
+            ingesting.append((started, time.monotonic()))
             assert report.updated == ["cache.md"]
             generations[report.generation] = set(KnowledgeBase(writer).read_manifest().live_ids())
-            while not errors and not [t for t, _ in results if t > started] and thread.is_alive():
-                time.sleep(0.05)  # at least one answer after each commit's start
-        committed = time.monotonic()
-        while not errors and len([t for t, _ in results if t > committed]) < 2 and thread.is_alive():
-            time.sleep(0.05)
+            wait_for_answers(time.monotonic())
     finally:
         stop.set()
         thread.join(timeout=60)
 
     assert not errors, f"the serving replica failed during the ingest: {errors[0]!r}"
-    assert len(results) >= 4
+    during = [t for t, _ in results if any(start <= t <= end for start, end in ingesting)]
+    assert len(during) >= 2, "the reader did not answer while the ingests ran"
     versions = (OLD_FACT, NEW_FACT, NEWER_FACT)
     seen = []
     for _, passages in results:
@@ -187,7 +191,7 @@ def test_replica_keeps_serving_while_another_ingests(tmp_path, chroma_server):
         assert len(facts) == 1, f"expected one version of the document in each answer, got {facts}"
         seen.append(versions.index(facts[0]))
     assert seen == sorted(seen), "the reader went back to an older version"
-    assert seen[0] == 0 and seen[-1] == 2
+    assert sorted(set(seen)) == [0, 1, 2], "the reader did not follow each commit"
 
     final = bot.retrieve(QUESTION, k=3)
     assert NEWER_FACT in _texts(final) and OLD_FACT not in _texts(final) and NEW_FACT not in _texts(final)

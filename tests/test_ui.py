@@ -197,8 +197,8 @@ def test_feedback_is_appended_with_question_answer_and_citations(controller: Cha
     session = outputs[-1][1]
     answer = session.turns[0].answer
     assert answer is not None and answer.citations
-    like = controller.on_like(gr.LikeData(None, {"index": 1, "value": "x", "liked": True}), session)
-    controller.on_like(gr.LikeData(None, {"index": 1, "value": "x", "liked": False}), session)
+    like = controller.record_like(gr.LikeData(None, {"index": 1, "value": "x", "liked": True}), session)
+    controller.record_like(gr.LikeData(None, {"index": 1, "value": "x", "liked": False}), session)
     assert like is not None
     lines = controller.feedback.path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
@@ -221,6 +221,17 @@ def test_feedback_appends_are_whole_lines_under_concurrency(tmp_path: Path) -> N
     rows = log.read()
     assert len(rows) == 200
     assert {(r["writer"], r["n"]) for r in rows} == {(i, j) for i in range(8) for j in range(25)}
+
+
+def test_settings_are_per_session_and_never_change_the_shared_assistant(controller: ChatController) -> None:
+    shared = controller.pool.get()
+    narrow, wide = ChatSession(), ChatSession()
+    run(controller.respond("KV Cache 的代价是什么？", 2, "none", None, narrow))
+    run(controller.respond("KV Cache 的代价是什么？", 7, "none", None, wide))
+    assert len(narrow.turns[0].answer.passages) == 2  # type: ignore[union-attr]
+    assert len(wide.turns[0].answer.passages) == 7  # type: ignore[union-attr]
+    assert controller.pool.get() is shared and shared.settings.top_k == 5
+    assert controller.pool.get("none", "other-model") is shared  # the model matters only when generating
 
 
 def test_long_message_is_truncated_with_a_notice(controller: ChatController) -> None:
@@ -255,6 +266,7 @@ def test_stop_leaves_the_page_usable(controller: ChatController) -> None:
     gen.close()  # what Gradio does to a cancelled event
     messages, session, _sources, textbox, send, stop = controller.stop(session)
     assert "已停止" in message_text(messages[-1])
+    assert textbox.value == "KV Cache 的代价是什么？"  # the question is not lost
     assert textbox.interactive is True and send.visible is True and stop.visible is False
     final = run(controller.respond("LoRA 为什么省显存？", 5, "none", None, session))[-1]
     assert "kbqa-answer" in message_text(final[0][-1])

@@ -91,7 +91,7 @@ class Page:
 
     def ask(self, question: str) -> Any:
         """Type the question, press Enter, wait for the finished answer; returns the last bot message."""
-        done = self.page.locator("#kbqa-chat .kbqa-footer, #kbqa-chat .kbqa-error")
+        done = self.bot.filter(has=self.page.locator(".kbqa-footer, .kbqa-error"))
         before = done.count()
         box = self.page.locator("#kbqa-input textarea")
         box.fill(question)
@@ -203,6 +203,15 @@ def test_generative_chat_streams_and_survives_ollama_going_away(browser: Any, ol
         expect(turn).to_contain_text("KV Cache 的代价是什么？")
         assert turn.locator(".kbqa-source").count() == 2
         ui.screenshot("ui-generative-zh.png")
+
+        # A slow model can be stopped; the question comes back into the box.
+        ollama.set_fault("slow_first_token", delay=4, times=1)
+        box.fill("RoPE 解决了什么问题？")
+        box.press("Enter")
+        ui.page.locator("#kbqa-stop").click()
+        expect(ui.bot.last).to_contain_text("已停止 / Stopped")
+        expect(box).to_be_editable()
+        expect(box).to_have_value("RoPE 解决了什么问题？")
 
         # Ollama goes away after three tokens: the answer is marked incomplete and the page stays usable.
         ui.page.locator("#kbqa-clear").click()
