@@ -308,19 +308,15 @@ class KnowledgeBase:
         Orphans of an unfinished ingest are skipped, so a few more than ``k`` are asked for.
         """
         scores: dict[str, float] = {}
-        chunks = self.chunks_collection()
-        n = min(k + 16, max(1, self._call(chunks.count)))
-        got = self._call(chunks.query, query_embeddings=[vector], n_results=n, include=["distances"])
+        got = self._call(self.chunks_collection().query, query_embeddings=[vector], n_results=k + 16,
+                         include=["distances"])
         for cid, dist in zip(got["ids"][0], got["distances"][0], strict=True):
             scores[cid] = 1.0 - dist
-        sentences = self.sentences_collection()
-        count = self._call(sentences.count)
-        if count:
-            got = self._call(sentences.query, query_embeddings=[vector], n_results=min(4 * k + 16, count),
-                             include=["distances", "metadatas"])
-            for meta, dist in zip(got["metadatas"][0], got["distances"][0], strict=True):
-                cid = meta["chunk_id"]
-                scores[cid] = max(scores.get(cid, -1.0), 1.0 - dist)
+        got = self._call(self.sentences_collection().query, query_embeddings=[vector], n_results=4 * k + 16,
+                         include=["distances", "metadatas"])
+        for meta, dist in zip(got["metadatas"][0], got["distances"][0], strict=True):
+            cid = meta["chunk_id"]
+            scores[cid] = max(scores.get(cid, -1.0), 1.0 - dist)
         ranked = sorted(((cid, sim) for cid, sim in scores.items() if cid in live), key=lambda item: -item[1])
         return ranked[:k]
 
