@@ -79,14 +79,15 @@ class Assistant:
         self._check_embedding(view)
         return view
 
-    def _embed_model(self) -> BaseEmbedding:
+    def embedding_model(self) -> BaseEmbedding:
+        """The loaded embedding model (shared by every Assistant in the process with the same settings)."""
         with self._load_lock:
             if self._embedding is None:
                 self._embedding = shared_embedding(self.settings)
             return self._embedding[0]
 
     def _check_embedding(self, view: IndexView) -> None:
-        self._embed_model()
+        self.embedding_model()
         assert self._embedding is not None
         info, recorded = self._embedding[1], view.manifest.embedding
         if recorded.get("model") != info.model or (recorded.get("dim") and recorded.get("dim") != info.dim):
@@ -99,7 +100,7 @@ class Assistant:
             log.debug("Index embedded with %s, querying with %s (same model)", recorded.get("runtime"), info.runtime)
 
     def _query_embedding(self, text: str) -> list[float]:
-        model = self._embed_model()
+        model = self.embedding_model()
         with self._embed_lock:  # the embedding engines are not documented as thread-safe
             return model.get_query_embedding(text)
 
@@ -273,7 +274,7 @@ class Assistant:
 
     def _similarity(self, sentence: str, passage: str) -> float:
         """e5 cosine between an answer sentence and a passage (cached; passages recur)."""
-        model = self._embed_model()
+        model = self.embedding_model()
         vectors = []
         with self._embed_lock:
             for text in (sentence, passage):

@@ -9,8 +9,9 @@ from chat.answer import Citation, SentenceCheck
 from chat.grounding import SUPPORT_THRESHOLD, best_span, split_sentences, strip_citations, support_score
 from chat.passages import Passage
 
-# [1]  [1,2]  [1, 2]  [1-3]  【1】  ［1］ — models write all of these.
-_MARK = re.compile(r"[\[【［]\s*(\d+(?:\s*[,，、\-–]\s*\d+)*)\s*[\]】］]")
+# [1]  [1,2]  [1, 2]  [1-3]  【1】  ［1］ — models write all of these. One or two digits only:
+# "[5, 4096]" is a matrix shape from the document, not a citation.
+_MARK = re.compile(r"[\[【［]\s*(\d{1,2}(?:\s*[,，、\-–]\s*\d{1,2})*)\s*[\]】］]")
 _RANGE = re.compile(r"(\d+)\s*[\-–]\s*(\d+)")
 
 

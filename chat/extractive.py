@@ -95,7 +95,9 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     scored: list[tuple[float, int, Span]] = []
     for rank, passage in enumerate(passages[:PASSAGES_CONSIDERED], 1):
         for span in candidates(passage):
-            lexical = coverage(tokens, f"{passage.section}\n{span.text}", bm25)
+            # A table row is read with its header: the column names carry half its meaning.
+            header = (table_header(passage, span) or "") if span.is_table_row else ""
+            lexical = coverage(tokens, f"{passage.section}\n{header}\n{span.text}", bm25)
             scored.append((lexical + RANK_PRIOR / rank, rank, span))
     if not scored:
         return []
@@ -133,8 +135,8 @@ def candidates(passage: Passage) -> list[Span]:
 
 
 def _is_label(text: str) -> bool:
-    """'- **对比选型：**' introduces what follows; on its own it says nothing."""
-    return len(_MARKUP.sub("", text).strip()) <= 24 and _MARKUP.sub("", text).strip().endswith(("：", ":"))
+    """'- **对比选型：**' or '以下是…对比表格：' introduces what follows; on its own it says nothing."""
+    return _MARKUP.sub("", text).strip().endswith(("：", ":"))
 
 
 def _starts_after_context(passage: Passage, span: Span) -> bool:
@@ -155,19 +157,24 @@ def display_text(passage: Passage, span: Span) -> str:
 
 
 def table_header(passage: Passage, row: Span) -> str | None:
-    """The header row of the table that ``row`` belongs to."""
+    """The header row of the table that ``row`` belongs to.
+
+    A chunk that starts inside a table carries the table's header in its context; its
+    first row is data, not a header.
+    """
     lines = passage.text[: row.start].splitlines()
     if lines and not lines[-1].strip():
         lines.pop()  # the indentation in front of the row itself
-    header = None
+    top, reaches_chunk_start = None, True
     for line in reversed(lines):
         if not line.strip().startswith("|"):
+            reaches_chunk_start = False
             break
-        header = line.strip()
-    if header is None or header.strip("|:- ") == "":
+        top = line.strip()
+    if reaches_chunk_start and passage.context:
         context_rows = [ln.strip() for ln in passage.context.splitlines() if ln.strip().startswith("|")]
-        header = context_rows[0] if context_rows else header
-    return header if header and header != row.text else None
+        top = context_rows[0] if context_rows else top
+    return top if top and top != row.text else None
 
 
 def _cells(row: str) -> list[str]:
@@ -179,7 +186,11 @@ def spell_out_row(header: str, row: str) -> str:
     names, values = _cells(header), _cells(row)
     if len(values) < 2 or len(names) != len(values):
         return " | ".join(values)
-    pairs = "，".join(f"{name}：{value.replace('<br>', '，')}" for name, value in zip(names[1:], values[1:], strict=True))
+    # A cell's own "。" would end the spelled-out sentence before its citation mark.
+    pairs = "，".join(
+        f"{name}：{value.replace('<br>', '，').replace('。', '，').rstrip('，')}"
+        for name, value in zip(names[1:], values[1:], strict=True)
+    )
     return f"{values[0]} — {pairs}"
 
 

@@ -31,10 +31,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from eval.runner import run_eval
     from kb.settings import get_settings
 
-    out, results = run_eval(get_settings(), _options(args))
+    options = _options(args)
+    out, results = run_eval(get_settings(), options)
     if results["configs"]:
         sys.stdout.write(md_table(summary_table(results["configs"], "all")) + "\n")
     sys.stdout.write(f"\nReport: {out / 'report.html'}\n")
+    missing = [c for c in options.configs or () if c not in results["meta"]["configs"]]
+    if missing:
+        log.error("Requested but not run: %s (see the notes above and in the report)", ", ".join(missing))
+        return 3
     return 0
 
 
@@ -68,7 +73,7 @@ def cmd_judges(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     options = _options(args)
-    judges: list[object] = [OfflineJudge(Assistant(settings, llm="none")._embed_model())]
+    judges: list[object] = [OfflineJudge(Assistant(settings, llm="none").embedding_model())]
     llm = None
     if options.judge_model:
         llm = LLMJudge(settings, options.judge_model, retries=options.judge_retries)

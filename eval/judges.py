@@ -1,19 +1,30 @@
 """The offline judge: is a claim supported by the passages it cites? No LLM needed.
 
-A claim is supported when it shares enough content with a cited passage AND none of the checks in
-``eval.checks`` / ``eval.tables`` finds it misstating what it shares. Thresholds (tuned on
-``eval/datasets/claims.jsonl``; see README, "Evaluation"):
+A claim (split into atomic claims first, eval.claims) is supported when it shares enough content with a
+cited passage AND none of the checks in ``eval.checks`` / ``eval.tables`` finds it misstating what it
+shares. Thresholds, tuned on ``eval/datasets/claims.jsonl`` and checked on ``claims_holdout.jsonl``:
 
 - Same language (a Chinese claim over Chinese text): lexical support, the share of the claim's content
   units (character bigrams for Chinese, words for Latin script; ``chat.grounding.lexical_support``) found
-  in the passage, at least ``LEXICAL_SUPPORTED`` (0.35); or at least ``LEXICAL_FLOOR`` (0.2) when the
-  e5 cosine of claim and best passage segment is at least ``PARAPHRASE_COSINE`` (0.95), a paraphrase.
+  in the passage, at least ``LEXICAL_SUPPORTED`` = 0.35; or at least ``LEXICAL_FLOOR`` = 0.2 when the e5
+  cosine of claim and best passage segment is at least ``PARAPHRASE_COSINE`` = 0.95 (a paraphrase).
 - Across languages (an English claim over Chinese text): e5 cosine of claim and best segment (sentence,
-  list item or table row) at least ``CROSS_LINGUAL_COSINE`` (0.845). multilingual-e5-small's cosines
-  sit in a narrow band (~0.78-0.97), so these are not probabilities.
+  list item or table row), both embedded as e5 queries, at least ``CROSS_LINGUAL_COSINE`` = 0.845.
+  multilingual-e5-small's cosines sit in a narrow band (~0.78-0.99): these are not probabilities.
 - Then the checks, against the segment the claim aligns to (most shared units; across languages,
-  highest e5 cosine) or the whole passage: numbers and units, negation, swapped contrast terms,
-  technical terms the passages never mention, and table rows/columns.
+  highest e5 cosine) or against the cited passages:
+  numbers: every number of the claim in the passage, and "2 months" not where the passage says "2 周";
+  negation: a cue (不/没有/无/非/未/难以/无法/not/never…) on one side only, within
+  ``checks.NEGATION_WINDOW`` = 8 characters of at least ``checks.MIN_SHARED_FOR_NEGATION`` = 2 shared units;
+  swapped terms: a term of ``checks.CONTRAST_GROUPS`` (RLHF/DPO, TTFT/TPOT, Encoder/Decoder, K/V, LoRA/全量,
+  稀疏/稠密, 高/低…) absent from the aligned segment (or clause, at ``MIN_CLAUSE_OVERLAP`` = 0.5 of the
+  claim clause's units) while a sibling is there, or standing where the passage puts its sibling; an
+  acronym (RLHF, TTFT, GPT-4) where the aligned segment has another, with ``checks.REPLACED_TERM_MIN_OVERLAP``
+  = 0.6 of the rest in common; a technical term no cited passage mentions;
+  tables: the claim's content in ONE row plus the header (a named row label, or a technical term, of
+  another row fails), and a named column paired with a value from another column (two such value units,
+  or one and none from the named column; across languages, another column's cell more similar by
+  ``tables.CROSS_LINGUAL_CELL_MARGIN`` = 0.01 e5 cosine).
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def _md_failure(gold: dict[str, Any], row: dict[str, Any]) -> str:
     bad = [c for c in row["claims"] if not c["offline"]["supported"]]
     if bad:
         lines += ["", "**Unsupported claims:**"]
-        lines += [f"- ❌ ==={c['text']}=== — {c['offline']['reason']}" for c in bad]
+        lines += [f"- ❌ **{c['text']}** — {c['offline']['reason']}" for c in bad]
     return "\n".join(lines)
 
 

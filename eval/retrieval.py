@@ -39,7 +39,7 @@ def assistant_ranker(bot: Assistant, using: tuple[str, ...]) -> Ranker:
 
 def naive_ranker(bot: Assistant, documents: dict[str, str], baseline: NaiveBaseline | None = None) -> Ranker:
     """llama-index out of the box: VectorStoreIndex, default SentenceSplitter, the same embedding model."""
-    return (baseline or NaiveBaseline(bot._embed_model(), documents)).rank
+    return (baseline or NaiveBaseline(bot.embedding_model(), documents)).rank
 
 
 def rankers(bot: Assistant, documents: dict[str, str], systems: Sequence[str] = SYSTEMS,

@@ -80,7 +80,7 @@ def prepare(settings: Settings, options: RunOptions, bot: Assistant | None = Non
     if not status.index_ok:
         raise EvalSetupError(f"The knowledge base is not ready: {status.index_detail}")
     return Context(settings, bot, documents, select(loaded.rows, options.split, options.limit), loaded.problems,
-                   OfflineJudge(bot._embed_model()))
+                   OfflineJudge(bot.embedding_model()))
 
 
 def run_dir(options: RunOptions, label: str) -> Path:
@@ -119,7 +119,7 @@ def build_configs(ctx: Context, requested: Sequence[str] | None) -> list[Config]
             (log.error if explicit else log.info)("%s", note)
             ctx.notes.append(note)
     if "naive" in wanted:
-        ctx.baseline = ctx.baseline or NaiveBaseline(ctx.bot._embed_model(), ctx.documents)
+        ctx.baseline = ctx.baseline or NaiveBaseline(ctx.bot.embedding_model(), ctx.documents)
         if generative is not None:
             ctx.baseline.use_ollama(ctx.settings)
             configs.append(NaiveConfig(ctx.baseline, ctx.settings.ollama_model))
@@ -174,7 +174,7 @@ def retrieval_section(ctx: Context, systems: Sequence[str], progress: bool) -> d
     if not systems:
         return None
     if "naive" in systems and ctx.baseline is None:
-        ctx.baseline = NaiveBaseline(ctx.bot._embed_model(), ctx.documents)
+        ctx.baseline = NaiveBaseline(ctx.bot.embedding_model(), ctx.documents)
     results = retrieval.run(ctx.questions, ctx.documents,
                             retrieval.rankers(ctx.bot, ctx.documents, systems, ctx.baseline), progress)
     return {

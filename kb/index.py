@@ -279,8 +279,17 @@ class KnowledgeBase:
             self._call(sentences.delete, where={"chunk_id": {"$in": batch}})
 
     def orphan_sentence_ids(self, live: set[str]) -> list[str]:
-        got = self._call(self.sentences_collection().get, include=["metadatas"])
-        return [sid for sid, meta in zip(got["ids"], got["metadatas"], strict=True) if meta["chunk_id"] not in live]
+        # In pages: one get of every record's metadata fails in Chroma's SQLite past ~32k records
+        # ("too many SQL variables"), i.e. ~130 documents of 20 KB with sentence vectors.
+        collection, size, offset = self.sentences_collection(), self._max_batch(), 0
+        orphans: list[str] = []
+        while True:
+            got = self._call(collection.get, include=["metadatas"], limit=size, offset=offset)
+            orphans += [sid for sid, meta in zip(got["ids"], got["metadatas"], strict=True)
+                        if meta["chunk_id"] not in live]
+            if len(got["ids"]) < size:
+                return orphans
+            offset += size
 
     def delete_sentence_ids(self, ids: Sequence[str]) -> None:
         collection = self.sentences_collection()

@@ -6,8 +6,11 @@ import re
 from dataclasses import dataclass
 
 SENTENCE_END = "。！？；!?;"
-# A citation mark right after a sentence end belongs to that sentence: "…显存。[1]".
-CITATION_MARK = re.compile(r"\s*(?:\[\s*\d+(?:\s*[,，、\-–]\s*\d+)*\s*\]|【\s*\d+(?:\s*[,，、]\s*\d+)*\s*】)")
+# A citation mark right after a sentence end belongs to that sentence: "…显存。[1]". Citation
+# numbers have one or two digits, so a matrix shape such as "[5, 4096]" is text, not a citation.
+CITATION_MARK = re.compile(
+    r"\s*(?:\[\s*\d{1,2}(?:\s*[,，、\-–]\s*\d{1,2})*\s*\]|【\s*\d{1,2}(?:\s*[,，、]\s*\d{1,2})*\s*】)(?!\d)"
+)
 _ABBREVIATIONS = {"vs", "e.g", "eg", "i.e", "ie", "etc", "mr", "dr", "no", "fig", "al", "approx"}
 _TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
 
