@@ -33,6 +33,7 @@ from kb.text import tokenize
 log = logging.getLogger(__name__)
 
 MANIFEST_ID = "manifest"
+READ_PAGE = 1000  # records per get/delete: Chroma's SQLite limits the variables of one statement
 MANIFEST_FORMAT = 1
 
 
@@ -268,38 +269,41 @@ class KnowledgeBase:
                        metadatas=metadatas[i : i + size])
 
     def stored_ids(self) -> set[str]:
-        got = self._call(self.chunks_collection().get, include=[])
-        return set(got["ids"])
+        return {cid for cid, _ in self._scan(self.chunks_collection(), include=[])}
+
+    def _scan(self, collection: Any, include: list[str]) -> Iterator[tuple[str, Any]]:
+        """Every record of a collection, in pages: one get of everything fails in Chroma's SQLite past
+        ~32k records ("too many SQL variables"), i.e. ~130 documents of 20 KB with sentence vectors."""
+        page = READ_PAGE
+        offset = 0
+        while True:
+            got = self._call(collection.get, include=include, limit=page, offset=offset)
+            metadatas = got.get("metadatas") or [None] * len(got["ids"])
+            yield from zip(got["ids"], metadatas, strict=True)
+            if len(got["ids"]) < page:
+                return
+            offset += page
 
     def delete_ids(self, ids: Iterable[str]) -> None:
         """Delete chunks and their sentence vectors."""
         chunks, sentences = self.chunks_collection(), self.sentences_collection()
-        for batch in _batches(list(ids), self._max_batch()):
+        for batch in _batches(list(ids), READ_PAGE):
             self._call(chunks.delete, ids=batch)
             self._call(sentences.delete, where={"chunk_id": {"$in": batch}})
 
     def orphan_sentence_ids(self, live: set[str]) -> list[str]:
-        # In pages: one get of every record's metadata fails in Chroma's SQLite past ~32k records
-        # ("too many SQL variables"), i.e. ~130 documents of 20 KB with sentence vectors.
-        collection, size, offset = self.sentences_collection(), self._max_batch(), 0
-        orphans: list[str] = []
-        while True:
-            got = self._call(collection.get, include=["metadatas"], limit=size, offset=offset)
-            orphans += [sid for sid, meta in zip(got["ids"], got["metadatas"], strict=True)
-                        if meta["chunk_id"] not in live]
-            if len(got["ids"]) < size:
-                return orphans
-            offset += size
+        return [sid for sid, meta in self._scan(self.sentences_collection(), include=["metadatas"])
+                if meta["chunk_id"] not in live]
 
     def delete_sentence_ids(self, ids: Sequence[str]) -> None:
         collection = self.sentences_collection()
-        for batch in _batches(list(ids), self._max_batch()):
+        for batch in _batches(list(ids), READ_PAGE):
             self._call(collection.delete, ids=batch)
 
     def load_chunks(self, ids: Sequence[str]) -> dict[str, Chunk]:
         collection = self.chunks_collection()
         found: dict[str, Chunk] = {}
-        for batch in _batches(list(ids), self._max_batch()):
+        for batch in _batches(list(ids), READ_PAGE):
             got = self._call(collection.get, ids=batch, include=["documents", "metadatas"])
             for cid, document, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
                 found[cid] = _chunk_from_record(document, meta)
