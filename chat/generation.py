@@ -135,6 +135,8 @@ class OllamaBackend:
             raise GenerationError(
                 "The connection to Ollama ended before the answer was complete.", before_first_token=not got_token
             )
+        if self._health is not None and self._health.ok:
+            self._health.checked_at = time.monotonic()  # a finished answer is as good as a health check
 
     def _explain(self, exc: BaseException) -> str:
         if isinstance(exc, ollama.ResponseError):

@@ -73,12 +73,13 @@ def support_score(
 ) -> float:
     """Support of one sentence by one passage, 0..1.
 
-    Lexical support decides for same-language text; when it is low (paraphrase, or an
-    English sentence over Chinese text) the e5 similarity may lift it. A number the
-    passage never states caps the score below the threshold.
+    Lexical support decides for same-language text; across languages (an English
+    sentence over Chinese text) words cannot match, so the e5 similarity decides. A number
+    the passage never states caps the score below the threshold.
     """
     score = lexical_support(sentence, passage)
-    if score < SUPPORT_THRESHOLD and embed_similarity is not None:
+    crosses_languages = bool(_CJK_RUN.search(sentence)) != bool(_CJK_RUN.search(passage))
+    if score < SUPPORT_THRESHOLD and crosses_languages and embed_similarity is not None:
         score = max(score, semantic_support(embed_similarity(sentence, passage)))
     if numbers_missing(sentence, passage):
         score = min(score, SUPPORT_THRESHOLD - 0.01)

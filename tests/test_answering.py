@@ -25,7 +25,7 @@ STANDIN_MODEL = "smollm2:135m"
 def generative_settings(base_settings, ollama_url: str, **overrides):
     # Short prompts and answers: the stand-in reads Chinese at ~150 tokens/s on one core.
     values = {"llm": "ollama", "ollama_host": ollama_url, "ollama_model": STANDIN_MODEL, "top_k": 2,
-              "max_answer_tokens": 40, "first_token_timeout": 20.0, "request_timeout": 60.0,
+              "max_answer_tokens": 40, "first_token_timeout": 90.0, "request_timeout": 180.0,
               "translate_queries": False}
     values.update(overrides)
     return base_settings.model_copy(update=values)
