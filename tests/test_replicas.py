@@ -87,7 +87,7 @@ def _assert_store_matches_manifest(settings: Settings) -> set[str]:
 def test_two_replicas_ingest_ask_reingest_ask(tmp_path, chroma_server, ollama):
     generative = {"llm": "ollama", "ollama_host": ollama.url, "ollama_model": STANDIN_MODEL, "top_k": 2,
                   "max_answer_tokens": 32, "translate_queries": False, "first_token_timeout": 90.0,
-                  "request_timeout": 90.0}
+                  "request_timeout": 180.0}
     collection = _unique_collection("replicas")
     first = _replica(tmp_path / "replica-a", chroma_server, collection, **generative)
     second = _replica(tmp_path / "replica-b", chroma_server, collection, **generative)
