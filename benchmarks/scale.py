@@ -523,7 +523,8 @@ def measure(work: Path, n: int, mode: str, fast: bool, reprobe: dict[str, Any] |
         "code": code_fingerprint(),
     }
     if reprobe is not None:
-        result = {**reprobe, **result, "ingest_code": reprobe["code"], "reprobed": True}
+        result = {**reprobe, **result, "ingest_code": reprobe["code"], "reprobed": True,
+                  "ingest_load": reprobe.get("ingest_load", [reprobe["load_before"], reprobe["load_after"]])}
     server = None
     chroma_dir = run_dir / ("chroma-server" if mode == "server" else "data/chroma")
     if mode == "server":
@@ -581,9 +582,9 @@ def report(results: list[dict[str, Any]]) -> str:
             f"| {r['ingest_peak_rss_mb']:.0f} | {r['chroma_mb']:.1f} | {r['cache_mb']:.1f} |"
         )
     lines += ["", "## Serving (one replica, after the ingest)", ""]
-    head = ("| run | manifest KB / read ms | view from cache s | chunks from Chroma s | BM25 build s (uncached est.) "
+    head = ("| run | manifest KB / read ms | view from cache s (incl. connect) | chunks from Chroma s | BM25 build s (uncached est.) "
             "| view save s | GC scan s | BM25 load s | BM25 MB (matrix) | RSS after view MB | RSS serving MB "
-            "| server RSS MB | first query ms | fused p50/p95 ms | dense p50 ms | BM25 p50 ms |")
+            "| server RSS MB | first query ms (cold) | fused p50/p95 ms | dense p50 ms | BM25 p50 ms |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
@@ -608,11 +609,15 @@ def report(results: list[dict[str, Any]]) -> str:
                  f"{100 * hit:.0f}% during the BM25 build; the estimate in brackets times jieba itself on a "
                  "sample and scales it to the corpus, as for real text of the same size.")
     loads = [r["load_before"] for r in rows] + [r["load_after"] for r in rows]
+    ingest_loads = [x for r in rows for x in r.get("ingest_load", [r["load_before"], r["load_after"]])]
     if loads:
-        lines.append(f"- Machine: {os.cpu_count()} cores, load average during runs {min(loads):.1f}-"
-                     f"{max(loads):.1f} (other work was running; figures are for a busy machine).")
-    codes = sorted({r.get("code", "?") for r in rows})
-    lines.append(f"- Code fingerprint(s) of kb/, ingest/, chat/ during the runs: {', '.join(codes)}.")
+        lines.append(f"- Machine: {os.cpu_count()} cores, 1-minute load average {min(ingest_loads):.1f}-"
+                     f"{max(ingest_loads):.1f} around the ingests, {min(loads):.1f}-{max(loads):.1f} around "
+                     "the serving probes (other work was running; figures are for a busy machine).")
+    ingest_codes = sorted({r.get("ingest_code", r.get("code", "?")) for r in rows})
+    probe_codes = sorted({r.get("code", "?") for r in rows})
+    lines.append(f"- Code fingerprint(s) of kb/, ingest/, chat/: ingests {', '.join(ingest_codes)}; "
+                 f"serving probes {', '.join(probe_codes)} (the code was being edited by others meanwhile).")
     if any(r.get("reprobed") for r in rows):
         lines.append("- `*`: serving figures re-measured later on the same index (`--reprobe`); ingest figures "
                      "are from the original run.")
