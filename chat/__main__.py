@@ -16,10 +16,6 @@ from kb.logging_setup import configure_logging
 log = logging.getLogger("chat")
 
 
-def format_answer(answer: Answer) -> str:
-    return f"{answer.text}\n\n{format_sources(answer)}"
-
-
 def format_sources(answer: Answer) -> str:
     """Everything below the answer text: sources with quotes, flagged sentences, notices, mode."""
     lines = []

@@ -74,7 +74,3 @@ def make_citation(n: int, passage: Passage, claim: str) -> Citation:
 def _has_claim(sentence: str) -> bool:
     """Headings like '总结：' or bare list markers carry nothing to check."""
     return len(re.sub(r"[\W_]+", "", sentence)) >= 4
-
-
-def is_supported_answer(checks: Sequence[SentenceCheck]) -> bool:
-    return all(c.supported for c in checks)
