@@ -9,8 +9,7 @@ import sys
 
 from chat.answer import Answer
 from chat.assistant import Assistant
-from chat.questions import QuestionError
-from kb.index import KnowledgeBaseError
+from kb.errors import KbqaError
 from kb.logging_setup import configure_logging
 
 log = logging.getLogger("chat")
@@ -113,10 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"ask": cmd_ask, "pull": cmd_pull, "status": cmd_status}
     try:
         return handlers.get(args.command or "ui", cmd_ui)(args)
-    except QuestionError as exc:
-        log.error("%s", exc)
-        return 2
-    except KnowledgeBaseError as exc:
+    except KbqaError as exc:
         log.error("%s", exc)
         return 2
 

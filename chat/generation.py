@@ -17,6 +17,7 @@ import ollama
 from llama_index.core.llms import ChatMessage, MessageRole
 from llama_index.llms.ollama import Ollama
 
+from kb.errors import KbqaError
 from kb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ ENABLE_HINT = (
 )
 
 
-class GenerationError(RuntimeError):
+class GenerationError(KbqaError):
     """Generation failed; ``before_first_token`` tells whether anything was shown yet."""
 
     def __init__(self, message: str, *, before_first_token: bool) -> None:

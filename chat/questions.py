@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kb.errors import KbqaError
+
 Language = Literal["zh", "en"]
 History = Sequence[tuple[str, str]] | Sequence[dict[str, str]]
 
@@ -21,7 +23,7 @@ _EN_FOLLOW_UP_OPENERS = re.compile(r"^\s*(and|what about|how about|and what abou
 _ZH_FOLLOW_UP_OPENERS = re.compile(r"^\s*(那|那么|还有|而|为什么|为何)")
 
 
-class QuestionError(ValueError):
+class QuestionError(KbqaError, ValueError):
     """The question cannot be answered as given; the message says why."""
 
 

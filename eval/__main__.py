@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from eval.runner import RunOptions
+from kb.errors import KbqaError
 
 log = logging.getLogger("eval")
 
@@ -143,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unexpected arguments: {' '.join(args.runs)}")
     try:
         return COMMANDS[args.command](args)
-    except (FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
-    except RuntimeError as exc:  # knowledge base missing or mismatched, with the command that fixes it
+    except (KbqaError, FileNotFoundError, ValueError) as exc:  # a missing gold file is a user's error too
         log.error("%s", exc)
         return 2
 

@@ -18,6 +18,7 @@ import ollama
 from chat.generation import OllamaBackend
 from eval.judges import Verdict
 from eval.llm_json import as_bool, parse_json
+from kb.errors import KbqaError
 from kb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ Answer: {answer}
 Reply with JSON only, in exactly this form: {{"correct": true, "reason": "a few words"}}"""
 
 
-class JudgeUnavailable(RuntimeError):
+class JudgeUnavailable(KbqaError):
     """The judge model cannot be used (Ollama unreachable, model missing)."""
 
 

@@ -22,6 +22,7 @@ from eval.judges import OfflineJudge, score_judge
 from eval.llm_judge import JudgeUnavailable, LLMJudge
 from eval.naive import NaiveBaseline
 from eval.scoring import score_answer
+from kb.errors import KbqaError
 from kb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 RUNS_DIR = Path(__file__).resolve().parent / "runs"
 
 
-class EvalSetupError(RuntimeError):
+class EvalSetupError(KbqaError):
     """The run cannot start (e.g. nothing ingested); the message says what to do."""
 
 

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from ingest.pipeline import run_ingest
-from kb.index import KnowledgeBase, KnowledgeBaseError
+from kb.errors import KbqaError
+from kb.index import KnowledgeBase
 from kb.logging_setup import configure_logging
 from kb.settings import get_settings
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(status_text(KnowledgeBase(settings)) + "\n")
             return 0
         report = run_ingest(settings, args.paths or None, rebuild=args.rebuild)
-    except KnowledgeBaseError as exc:
+    except KbqaError as exc:
         log.error("%s", exc)
         return 2
     sys.stdout.write(report.summary() + "\n")

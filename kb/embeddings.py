@@ -21,6 +21,7 @@ from typing import Any
 from llama_index.core.embeddings import BaseEmbedding
 from pydantic import PrivateAttr
 
+from kb.errors import KbqaError
 from kb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ E5_QUERY_PREFIX = "query: "
 E5_PASSAGE_PREFIX = "passage: "
 
 
-class EmbeddingUnavailable(RuntimeError):
+class EmbeddingUnavailable(KbqaError):
     """The configured embedding model cannot be loaded on this machine."""
 
 

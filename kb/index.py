@@ -27,6 +27,7 @@ from typing import Any
 
 from kb.bm25 import BM25Index
 from kb.chunk import Chunk
+from kb.errors import KbqaError
 from kb.settings import Settings
 from kb.text import tokenize
 
@@ -37,8 +38,8 @@ READ_PAGE = 1000  # records per get/delete: Chroma's SQLite limits the variables
 MANIFEST_FORMAT = 1
 
 
-class KnowledgeBaseError(RuntimeError):
-    """Base for errors a user can act on; the message says what to do."""
+class KnowledgeBaseError(KbqaError):
+    """The knowledge base cannot be read or written as asked; the message says what to do."""
 
 
 class IndexMissing(KnowledgeBaseError):
