@@ -23,6 +23,7 @@ from kb.chunk import Chunk
 from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime
 from kb.index import DocEntry, KnowledgeBase, KnowledgeBaseError, Manifest, chunk_id
 from kb.settings import Settings
+from kb.vector_cache import cached_passage_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,12 @@ def run_ingest(
                 ids = [chunk_id(key, i) for i in range(len(chunks))]
                 units = [chunk.sentence_units() if settings.sentence_vectors else [] for chunk in chunks]
                 texts = [chunk.index_text() for chunk in chunks] + [u for per_chunk in units for u in per_chunk]
-                vectors = emb.get_text_embedding_batch(texts, show_progress=len(texts) > 16)
+                # Texts embedded before by this model (an earlier chunking, another data folder) come from the cache.
+                vectors, computed = cached_passage_embeddings(
+                    settings, info.model, info.runtime, texts,
+                    lambda todo: emb.get_text_embedding_batch(todo, show_progress=len(todo) > 16),
+                )
+                log.info("%s: embedded %d of %d texts (the rest from the vector cache)", doc.name, computed, len(texts))
                 kb.add_chunks(ids, chunks, vectors[: len(chunks)], _regroup(vectors[len(chunks) :], units))
                 new_chunks.update(zip(ids, chunks, strict=True))
                 new_docs[doc.name] = DocEntry(
