@@ -293,3 +293,4 @@ def test_dev_balance_per_split_and_document():
         assert ("en", "zh") in directions and ("zh", "en") in directions, f"{split}: cross-lingual both ways"
     per_doc = Counter(r["doc"] for r in rows)
     assert all(n >= 12 for n in per_doc.values()), f"too few questions on some document: {per_doc}"
+    assert len(rows) >= 150, f"only {len(rows)} dev questions"
