@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llama_index.core.embeddings import BaseEmbedding
 
-from ingest.chunking import chunk_markdown, chunk_plain_text
+from ingest.chunking import CHUNKER_VERSION, chunk_text
 from ingest.reader import Skipped, SourceDocument, discover, read_document
 from kb.chunk import Chunk
 from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime
@@ -26,9 +26,6 @@ from kb.settings import Settings
 from kb.vector_cache import cached_passage_embeddings
 
 log = logging.getLogger(__name__)
-
-# Bump when chunking changes in a way that should re-chunk every document.
-CHUNKING_VERSION = 2
 
 
 class IngestError(KnowledgeBaseError):
@@ -67,13 +64,13 @@ class IngestReport:
 
 
 def chunk_document(doc: SourceDocument, settings: Settings) -> list[Chunk]:
-    chunker = chunk_markdown if doc.is_markdown else chunk_plain_text
-    return chunker(doc.text, doc.name, max_chars=settings.chunk_max_chars, min_chars=settings.chunk_min_chars)
+    return chunk_text(doc.text, doc.name, doc.format, max_chars=settings.chunk_max_chars,
+                      min_chars=settings.chunk_min_chars, title=doc.title)
 
 
-def chunking_config(settings: Settings) -> dict[str, int | bool]:
+def chunking_config(settings: Settings) -> dict[str, int | bool | str]:
     return {
-        "version": CHUNKING_VERSION,
+        "version": CHUNKER_VERSION,  # a hash of the chunker's constants: any change re-chunks
         "max_chars": settings.chunk_max_chars,
         "min_chars": settings.chunk_min_chars,
         "sentence_vectors": settings.sentence_vectors,
