@@ -95,6 +95,7 @@ _ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 # reStructuredText section adornment: one punctuation character repeated, nothing else.
 _RST_ADORNMENT_RE = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")
+_CN_NUMBERING_RE = re.compile(r"^(?:([一二三四五六七八九十百]+)[、．.]|[（(][一二三四五六七八九十]+[）)])[ \t]*(?=\S)")
 _RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
@@ -168,12 +169,29 @@ def chunk_plain_text(
     """
     min_chars = _checked_sizes(max_chars, min_chars)
     lines = _split_lines(text)
+    blocks = [_numbered_heading(lines, b) for b in _scan_blocks(lines, markdown=False)]
+    if any(b.kind == "heading" for b in blocks):
+        # Chinese reports number their parts "一、" / "（一）": in text without markup that is the outline.
+        return _chunk_outline(text, doc, lines, blocks, max_chars, min_chars, title.strip())
     section = _Section((title.strip(),) if title.strip() else ())
-    for block in _scan_blocks(lines, markdown=False):
+    for block in blocks:
         section.add(block)
     if not section.blocks:
         return []
     return _to_chunks(text, doc, _pack_section(text, lines, section, max_chars, min_chars, topics=False))
+
+
+def _numbered_heading(lines: list[_Line], block: _Block) -> _Block:
+    """A one-line paragraph numbered ``一、`` (level 1) or ``（一）`` (level 2) that reads like a title."""
+    if block.kind != "para" or block.first != block.last:
+        return block
+    line = lines[block.first].stripped
+    match = _CN_NUMBERING_RE.match(line)
+    if not match or not _title_like(line[match.end() :]):
+        return block
+    level = 1 if match.group(1) else 2
+    return _Block("heading", block.first, block.last, block.blank_before, level=level,
+                  title=_clean_title(line[match.end() :]))
 
 
 # ---------------------------------------------------------------------------------------------

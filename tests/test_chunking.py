@@ -568,3 +568,13 @@ def test_chunker_version_is_derived_from_its_parameters() -> None:
     changed = dict(params, **{"chunking._PER_CHUNK": params["chunking._PER_CHUNK"] + 1})
     assert chunking._version_of(changed) != chunking.CHUNKER_VERSION
     assert chunking._version_of(params) == chunking.CHUNKER_VERSION
+
+
+def test_chinese_numbering_is_the_outline_of_plain_text() -> None:
+    body = "这一部分的正文有好几句话。每一句都在讲具体的事情，" + "内容" * 40 + "。"
+    text = f"一、项目背景\n\n{body}\n\n（一）现状分析\n\n{body}\n\n二、实施方案\n\n{body}\n\n一、不是标题的句子。\n"
+    chunks = chunk_plain_text(text, "r.txt", max_chars=200, min_chars=40, title="报告")
+    assert_well_formed(text, chunks, 200)
+    sections = {c.section for c in chunks}
+    assert {"报告 > 项目背景", "报告 > 项目背景 > 现状分析", "报告 > 实施方案"} <= sections
+    assert "不是标题的句子" not in path_elements(chunks)  # it ends like a sentence: prose
