@@ -1,9 +1,14 @@
 """python -m eval [retrieval | judges | compare RUN_A RUN_B] [options]
 
   python -m eval                      full run: every configuration, judges, retrieval, report
-  python -m eval retrieval            retrieval only: hybrid, bm25, dense, naive side by side
+  python -m eval retrieval            retrieval only: hybrid, bm25, dense, naive, plain-bm25 side by side
   python -m eval judges               each judge's accuracy on eval/datasets/claims.jsonl
   python -m eval compare RUN_A RUN_B  per question better/worse and metric deltas of two runs
+  python -m eval --gold FILE --docs DIR   the same on your own folder and questions (temporary knowledge base)
+
+The seed gold set (eval/datasets/qa.jsonl, on the configured knowledge base) and the dev gold set
+(eval/datasets/dev_qa.jsonl, on the dev corpus's own knowledge base, built once and reused) are reported
+side by side, per split; --no-dev runs the seed set alone.
 """
 
 from __future__ import annotations
@@ -22,20 +27,29 @@ log = logging.getLogger("eval")
 
 def _options(args: argparse.Namespace) -> RunOptions:
     configs = [c.strip() for c in args.config.split(",") if c.strip()] if args.config else None
-    return RunOptions(configs=configs, judge_model=args.judge_model, split=args.split, limit=args.limit,
-                      out=Path(args.out) if args.out else None, label=args.label, progress=not args.no_progress,
-                      judge_claims=not args.skip_judge_accuracy, judge_max_tokens=args.judge_max_tokens)
+    options = RunOptions(configs=configs, judge_model=args.judge_model, split=args.split, limit=args.limit,
+                         out=Path(args.out) if args.out else None, label=args.label, progress=not args.no_progress,
+                         judge_claims=not args.skip_judge_accuracy, judge_max_tokens=args.judge_max_tokens,
+                         docs=Path(args.docs) if args.docs else None, dev=not (args.no_dev or args.gold))
+    if args.gold:
+        options.gold_path = Path(args.gold)
+    if args.systems:
+        options.retrieval_systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    return options
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from eval.report import md_table, summary_table
+    from eval.report import sets_answer_table, sets_retrieval_table
     from eval.runner import run_eval
     from kb.settings import get_settings
 
     options = _options(args)
     out, results = run_eval(get_settings(), options)
     if results["configs"]:
-        sys.stdout.write(md_table(summary_table(results["configs"], "all")) + "\n")
+        sys.stdout.write("\nExtractive answers\n" + _text_table(sets_answer_table(results)) + "\n")
+    if results["retrieval"]:
+        sys.stdout.write("\nRetrieval (answerable questions)\n" + _text_table(sets_retrieval_table(results)) + "\n")
+    _skipped(results)
     sys.stdout.write(f"\nReport: {out / 'report.html'}\n")
     missing = [c for c in options.configs or () if c not in results["meta"]["configs"]]
     if missing:
@@ -45,23 +59,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_retrieval(args: argparse.Namespace) -> int:
-    from eval.report import retrieval_table
-    from eval.runner import prepare, retrieval_section, run_dir, write_results
+    from eval.report import sets_retrieval_table
+    from eval.runner import run_retrieval
     from kb.settings import get_settings
 
-    options = _options(args)
-    ctx = prepare(get_settings(), options)
-    section = retrieval_section(ctx, options.retrieval_systems, options.progress)
-    assert section is not None
-    for split in ("tune", "test"):
-        if split in section["summary"]:
-            sys.stdout.write(f"\n{split} split (answerable questions)\n{_text_table(retrieval_table(section['summary'], split))}\n")
-    out = run_dir(options, "retrieval")
-    results = {"meta": {"gold": {"questions": len(ctx.questions), "skipped": len(ctx.gold_problems),
-                                 "problems": ctx.gold_problems}, "split": options.split}, "retrieval": section}
-    path = write_results(out, results)
-    sys.stdout.write(f"\nSkipped gold lines: {len(ctx.gold_problems)}. Results: {path}\n")
+    out, results = run_retrieval(get_settings(), _options(args))
+    sys.stdout.write("\nRetrieval (answerable questions)\n" + _text_table(sets_retrieval_table(results)) + "\n")
+    _skipped(results)
+    sys.stdout.write(f"Results: {out / 'results.json'}\n")
     return 0
+
+
+def _skipped(results: dict) -> None:
+    from eval.report import gold_sets
+
+    for name, section in gold_sets(results).items():
+        gold = section.get("gold") or results["meta"]["gold"]
+        sys.stdout.write(f"{name}: {gold['questions']} questions, {gold['skipped']} gold line(s) skipped"
+                         + (f" ({'; '.join(gold['problems'][:3])})" if gold["problems"] else "") + "\n")
 
 
 def cmd_judges(args: argparse.Namespace) -> int:
@@ -132,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N questions of the split")
     parser.add_argument("--out", help="run folder (default: eval/runs/<timestamp>-<label>/)")
     parser.add_argument("--label", help="the folder name's label")
+    parser.add_argument("--gold", help="a gold JSONL file (id, question, answerable, evidence; answer, lang, type, "
+                                       "doc, split optional) instead of eval/datasets/qa.jsonl")
+    parser.add_argument("--docs", help="with --gold: a folder of documents; its knowledge base is built in a "
+                                       "temporary data folder")
+    parser.add_argument("--no-dev", action="store_true", help="do not run the dev gold set on the dev corpus")
+    parser.add_argument("--systems", help="retrieval systems, comma-separated (default: hybrid,bm25,dense,naive,"
+                                          "plain-bm25)")
     parser.add_argument("--json", action="store_true", help="compare: print JSON")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -142,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     if args.command != "compare" and args.runs:
         parser.error(f"unexpected arguments: {' '.join(args.runs)}")
+    if args.docs and not args.gold:
+        parser.error("--docs needs --gold: the questions about your documents")
     try:
         return COMMANDS[args.command](args)
     except (KbqaError, FileNotFoundError, ValueError) as exc:  # a missing gold file is a user's error too

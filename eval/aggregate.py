@@ -6,12 +6,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-SUMMARY_METRICS = (
-    "faithfulness", "faithfulness_llm", "citation_precision", "citation_recall", "correct_refusal_rate",
-    "wrong_refusal_rate", "refusal_accuracy", "correct_rate", "correct_rate_llm", "hit@1", "hit@5", "mrr@10",
-    "total_ms_p50", "total_ms_p95", "first_token_ms_p50",
-)
-
 
 def _mean(values: Sequence[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
@@ -49,6 +43,11 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "llm_unparseable": sum(r["llm"]["unparseable"] for r in llm_rows) if llm_rows else None,
         "citation_precision": _mean([r["citation_precision"] for r in rows]),
         "citation_recall": _mean([r["citation_recall"] for r in rows]),
+        "evidence_cited": _mean([None if r.get("evidence_cited") is None else float(r["evidence_cited"])
+                                 for r in answerable]),
+        "quotes_not_in_documents": sum(r.get("quotes_not_in_documents", 0) for r in rows),
+        "correct_refusals": sum(1 for r in unanswerable if r["refused"]),
+        "wrong_refusals": sum(1 for r in answerable if r["refused"]),
         "correct_refusal_rate": _mean([float(r["refused"]) for r in unanswerable]),
         "wrong_refusal_rate": _mean([float(r["refused"]) for r in answerable]),
         "refusal_accuracy": _mean([float(r["refusal_correct"]) for r in rows]),
@@ -60,7 +59,7 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "first_token_ms_p50": percentile(firsts, 0.5), "first_token_ms_p95": percentile(firsts, 0.95),
         "retrieval_ms_p50": percentile(retrievals, 0.5),
     }
-    for metric in ("hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10"):
+    for metric in ("hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10", "ev@500", "ev@1000", "ev@2000"):
         out[metric] = _mean([m[metric] for m in retrieval])
     return out
 

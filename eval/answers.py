@@ -40,6 +40,16 @@ class PassageRef:
 
 
 @dataclass
+class Quote:
+    """A citation's quote: ``text`` should be exactly ``documents[doc][start:end]``."""
+
+    doc: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
 class AnswerRecord:
     config: str
     text: str
@@ -52,6 +62,7 @@ class AnswerRecord:
     complete: bool = True
     error: str | None = None
     notices: list[str] = field(default_factory=list)
+    quotes: list[Quote] = field(default_factory=list)  # the citations' quotes (this project's answers only)
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "refused": self.refused, "mode": self.mode, "model": self.model,
@@ -59,7 +70,8 @@ class AnswerRecord:
                 "cites_all": self.cites_all,
                 "timings": {k: None if v is None else round(v, 2) for k, v in self.timings.items()},
                 "passages": [{"doc": p.doc, "start": p.start, "end": p.end, "section": p.section}
-                             for p in self.passages]}
+                             for p in self.passages],
+                "quotes": [{"doc": q.doc, "start": q.start, "end": q.end, "text": q.text} for q in self.quotes]}
 
 
 class Config(Protocol):
@@ -90,6 +102,7 @@ class AssistantConfig:
             {"retrieval_ms": t.retrieval_ms, "first_token_ms": t.first_token_ms, "total_ms": t.total_ms},
             mode=answer.mode, model=answer.model, complete=answer.complete, error=answer.error,
             notices=list(answer.notices),
+            quotes=[Quote(c.doc, c.start, c.end, c.quote) for c in answer.citations],
         )
 
 

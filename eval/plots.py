@@ -86,7 +86,8 @@ def latency_plot(path: Path, latencies: dict[str, dict[str, Sequence[float]]]) -
     return path
 
 
-def retrieval_plot(path: Path, summary: dict[str, dict[str, dict[str, dict[str, float]]]], split: str) -> Path | None:
+def retrieval_plot(path: Path, summary: dict[str, dict[str, dict[str, dict[str, float]]]], split: str,
+                   title: str = "") -> Path | None:
     systems = summary.get(split)
     if not systems:
         return None
@@ -101,7 +102,7 @@ def retrieval_plot(path: Path, summary: dict[str, dict[str, dict[str, dict[str, 
     ax.set_xticks(range(len(groups)), [_label(g) for g in groups], rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("MRR@10")
-    ax.set_title(f"Retrieval MRR@10 by question type and language ({split} split)")
+    ax.set_title(f"{title}Retrieval MRR@10 by question type and language ({split} split)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -130,4 +131,9 @@ def make_plots(out: Path, results: dict[str, Any]) -> list[Path]:
     if results.get("retrieval"):
         split = "test" if "test" in results["retrieval"]["summary"] else "all"
         made.append(retrieval_plot(out / "retrieval_by_type.png", results["retrieval"]["summary"], split))
+    for name, section in (results.get("sets") or {}).items():
+        if section.get("retrieval"):
+            summary = section["retrieval"]["summary"]
+            split = "test" if "test" in summary else "all"
+            made.append(retrieval_plot(out / f"retrieval_by_type_{name}.png", summary, split, f"{name} set: "))
     return [p for p in made if p is not None]

@@ -25,6 +25,7 @@ SUMMARY_ROWS = (
     ("llm_unparseable", "LLM judgements unparseable", "int"),
     ("claims", "claims judged", "int"), ("unsupported_claims", "unsupported claims", "int"),
     ("citation_precision", "citation precision", "pct"), ("citation_recall", "citation recall", "pct"),
+    ("evidence_cited", "evidence cited (answerable)", "pct"), ("quotes_not_in_documents", "quotes not in documents", "int"),
     ("correct_refusal_rate", "correct refusals (unanswerable)", "pct"),
     ("wrong_refusal_rate", "wrong refusals (answerable)", "pct"), ("refusal_accuracy", "refusal accuracy", "pct"),
     ("correct_rate", "correct (offline, key terms)", "pct"), ("correct_rate_llm", "correct (LLM judge)", "pct"),
@@ -34,7 +35,8 @@ SUMMARY_ROWS = (
 )
 GROUP_METRICS = (("faithfulness", "faithful"), ("citation_precision", "cite prec"), ("citation_recall", "cite rec"),
                  ("refusal_accuracy", "refusal acc"), ("correct_rate", "correct"), ("hit@5", "hit@5"))
-RETRIEVAL_METRICS = ("hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10")
+RETRIEVAL_METRICS = ("hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10", "ev@500", "ev@1000", "ev@2000")
+SIDE_BY_SIDE_METRICS = ("hit@1", "hit@5", "mrr@10", "ev@500", "ev@1000", "ev@2000")
 
 
 def fmt(value: Any, kind: str = "num") -> str:
@@ -78,6 +80,49 @@ def retrieval_table(summary: dict[str, Any], split: str) -> Table:
                 m = by[g]
                 rows.append([g, system, str(int(m["n"])), *(fmt(m[k]) for k in RETRIEVAL_METRICS)])
     return ["group", "system", "n", *RETRIEVAL_METRICS], rows
+
+
+def gold_sets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """name -> section of every gold set of a run: the primary one (the top level) first, then ``sets``."""
+    primary = results.get("meta", {}).get("gold", {}).get("name", "seed")
+    return {primary: results, **(results.get("sets") or {})}
+
+
+def _splits(present: Any) -> list[str]:
+    named = [s for s in ("tune", "test") if s in present]
+    return named or ["all"]
+
+
+def sets_retrieval_table(results: dict[str, Any]) -> Table:
+    """Every gold set, split and retrieval system of a run in one table (answerable questions)."""
+    rows = []
+    for name, section in gold_sets(results).items():
+        summary = (section.get("retrieval") or {}).get("summary", {})
+        for split in _splits(summary):
+            for system, by in summary.get(split, {}).items():
+                m = by["all"]
+                rows.append([name, split, system, str(int(m["n"])), *(fmt(m.get(k)) for k in SIDE_BY_SIDE_METRICS)])
+    return ["set", "split", "system", "n", *SIDE_BY_SIDE_METRICS], rows
+
+
+def sets_answer_table(results: dict[str, Any], config: str = "extractive") -> Table:
+    """One configuration's answers on every gold set and split: the figures issue 10 asks for."""
+    rows = []
+    for name, section in gold_sets(results).items():
+        groups = (section.get("configs") or {}).get(config)
+        if not groups:
+            continue
+        for split in _splits([g.removeprefix("split:") for g in groups if g.startswith("split:")]):
+            g = groups.get(f"split:{split}" if split != "all" else "all", {})
+            if not g:
+                continue
+            rows.append([name, split, str(g["answerable"]), fmt(g.get("evidence_cited")),
+                         str(g.get("quotes_not_in_documents", "–")),
+                         f"{g.get('correct_refusals', 0)} of {g['unanswerable']}",
+                         f"{g.get('wrong_refusals', 0)} of {g['answerable']}", fmt(g.get("faithfulness")),
+                         fmt(g.get("hit@1")), fmt(g.get("mrr@10"))])
+    return ["set", "split", "answerable", "evidence cited", "quotes not in docs", "correct refusals",
+            "wrong refusals", "faithfulness", "hit@1", "MRR@10"], rows
 
 
 def judge_table(judges: dict[str, Any]) -> Table:
@@ -209,6 +254,11 @@ def methods_text() -> list[str]:
         f"- **Correct (offline)**: at least {CORRECT_COVERAGE:.0%} of the gold answer's key terms appear in the answer "
         "(the gold evidence's terms when the answer is in the other language).",
         "- The naive baseline writes no citations: its sentences are judged against all chunks it was given.",
+        "- **ev@N** (evidence within the first N characters): the returned passages are read in rank order as one "
+        "text; the question counts when a gold evidence span is covered within its first N characters. Unlike hit@k "
+        "it does not reward bigger chunks. **Evidence cited**: share of answerable questions whose answer has a "
+        "citation whose quote covers a gold evidence span; **quotes not in docs** counts citations whose quote is not "
+        "the document's text at its offsets (must be 0).",
     ]
 
 
@@ -229,6 +279,14 @@ def build_markdown(results: dict[str, Any], plots: Sequence[Path]) -> str:
     if stats:
         parts += ["", f"LLM judge: {stats['calls']} calls, {stats['retries']} retries, "
                       f"**{stats['unparseable']} unparseable judgements** (not scored), {stats['errors']} failed calls."]
+    if len(gold_sets(results)) > 1 or results.get("sets") is not None:
+        parts += ["", "## Gold sets side by side", ""]
+        for name, section in gold_sets(results).items():
+            g = section.get("gold") or meta["gold"]
+            parts.append(f"- {name}: {g['questions']} questions from {g.get('file', '')}, {g.get('skipped', 0)} skipped")
+        if any(s.get("configs") for s in gold_sets(results).values()):
+            parts += ["", "### Extractive answers", "", md_table(sets_answer_table(results))]
+        parts += ["", "### Retrieval", "", md_table(sets_retrieval_table(results))]
     if configs:
         parts += ["", "## Summary (all questions in this run)", "", md_table(summary_table(configs, "all"))]
         if any("split:test" in s for s in configs.values()):
@@ -278,6 +336,8 @@ def build_html(results: dict[str, Any], plots: Sequence[Path]) -> str:
     if stats:
         body.append(f"<p>LLM judge: {stats['calls']} calls, {stats['retries']} retries, "
                     f"<b>{stats['unparseable']} unparseable judgements</b> (not scored), {stats['errors']} failed calls.</p>")
+    body += ["<h2>Gold sets side by side</h2>", html_table(sets_answer_table(results)),
+             html_table(sets_retrieval_table(results))]
     if configs:
         body += ["<h2>Summary</h2>", html_table(summary_table(configs, "all"))]
         fails = failures(results)

@@ -1,4 +1,6 @@
-"""Retrieval evaluation: the hybrid retriever against BM25 alone, dense alone and a naive llama-index baseline."""
+"""Retrieval evaluation: the hybrid retriever against BM25 alone, dense alone and two baselines that do not
+depend on this project's chunking: llama-index's defaults (``naive``) and BM25 over 500-character windows
+(``plain-bm25``)."""
 
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ from tqdm import tqdm
 
 from chat import Assistant
 from eval.datasets import GoldQuestion
-from eval.metrics import DEPTH, METRIC_NAMES, SpanRef, average, evidence_spans, question_metrics
-from eval.naive import NaiveBaseline
+from eval.metrics import DEPTH, SpanRef, average, locate_evidence, question_metrics
+from eval.naive import NaiveBaseline, PlainBM25
 
 log = logging.getLogger(__name__)
 
 Ranker = Callable[[str], list[SpanRef]]
-SYSTEMS = ("hybrid", "bm25", "dense", "naive")
+SYSTEMS = ("hybrid", "bm25", "dense", "naive", "plain-bm25")
 
 
 @dataclass
@@ -32,23 +34,29 @@ class RankedResult:
 
 def assistant_ranker(bot: Assistant, using: tuple[str, ...]) -> Ranker:
     def rank(question: str) -> list[SpanRef]:
-        return [SpanRef(p.doc, p.start, p.end) for p in bot.retrieve(question, k=DEPTH, using=using)]
+        return [SpanRef(p.doc, p.start, p.end, p.text) for p in bot.retrieve(question, k=DEPTH, using=using)]
 
     return rank
 
 
-def naive_ranker(bot: Assistant, documents: dict[str, str], baseline: NaiveBaseline | None = None) -> Ranker:
+def naive_baseline(bot: Assistant, documents: dict[str, str]) -> NaiveBaseline:
     """llama-index out of the box: VectorStoreIndex, default SentenceSplitter, the same embedding model."""
-    return (baseline or NaiveBaseline(bot.embedding_model(), documents)).rank
+    from kb.embeddings import resolve_runtime
+
+    return NaiveBaseline(bot.embedding_model(), documents, bot.settings, resolve_runtime(bot.settings))
 
 
 def rankers(bot: Assistant, documents: dict[str, str], systems: Sequence[str] = SYSTEMS,
             baseline: NaiveBaseline | None = None) -> dict[str, Ranker]:
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown retrieval system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
     available: dict[str, Callable[[], Ranker]] = {
         "hybrid": lambda: assistant_ranker(bot, ("dense", "bm25")),
         "bm25": lambda: assistant_ranker(bot, ("bm25",)),
         "dense": lambda: assistant_ranker(bot, ("dense",)),
-        "naive": lambda: naive_ranker(bot, documents, baseline),
+        "naive": lambda: (baseline or naive_baseline(bot, documents)).rank,
+        "plain-bm25": lambda: PlainBM25(documents).rank,
     }
     return {name: available[name]() for name in systems}
 
@@ -65,16 +73,17 @@ def run(
                 started = time.perf_counter()
                 ranked = ranker(q.question)
                 seconds = time.perf_counter() - started
-                metrics = question_metrics(ranked, evidence_spans(q.evidence, documents))
+                metrics = question_metrics(ranked, locate_evidence(q.evidence, documents, q.doc))
                 results.append(RankedResult(q, name, ranked, metrics, seconds))
                 bar.update()
     return results
 
 
 def summarize(results: Sequence[RankedResult]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """summary[split][system][group] = averaged metrics, group = all | type:X | lang:X."""
+    """summary[split][system][group] = averaged metrics, group = all | type:X | lang:X | doc:X."""
     summary: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for split in ("tune", "test", "all"):
+    splits = [s for s in ("tune", "test") if any(r.question.split == s for r in results)] + ["all"]
+    for split in splits:
         in_split = [r for r in results if split == "all" or r.question.split == split]
         for system in sorted({r.system for r in in_split}):
             rows = [r for r in in_split if r.system == system]
@@ -82,27 +91,14 @@ def summarize(results: Sequence[RankedResult]) -> dict[str, dict[str, dict[str, 
             for r in rows:
                 groups.setdefault(f"type:{r.question.type}", []).append(r.metrics)
                 groups.setdefault(f"lang:{r.question.lang}", []).append(r.metrics)
+                if r.question.doc:
+                    groups.setdefault(f"doc:{r.question.doc}", []).append(r.metrics)
             summary.setdefault(split, {})[system] = {g: average(m) for g, m in sorted(groups.items())}
     return summary
 
 
-def format_table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], groups: Sequence[str] = ("all",)) -> str:
-    header = f"{'split':6} {'system':8} {'group':18} {'n':>4} " + " ".join(f"{m:>8}" for m in METRIC_NAMES)
-    lines = [header, "-" * len(header)]
-    for split, systems in summary.items():
-        for system, by_group in systems.items():
-            for group, metrics in by_group.items():
-                if group not in groups and not any(group.startswith(g) for g in groups if g.endswith(":")):
-                    continue
-                values = " ".join(f"{metrics[m]:8.3f}" for m in METRIC_NAMES)
-                lines.append(f"{split:6} {system:8} {group:18} {int(metrics['n']):4d} {values}")
-    return "\n".join(lines)
-
-
-def failures(results: Sequence[RankedResult], system: str = "hybrid") -> list[RankedResult]:
-    return [r for r in results if r.system == system and r.metrics["hit@1"] < 1]
-
-
 def load_documents(docs_dir: Path) -> dict[str, str]:
-    return {p.relative_to(docs_dir).as_posix(): p.read_text(encoding="utf-8")
-            for p in sorted(docs_dir.rglob("*.md"))}
+    from eval.kbs import documents
+
+    return documents([docs_dir])
+

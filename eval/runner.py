@@ -17,7 +17,15 @@ from chat import Assistant
 from eval import retrieval
 from eval.aggregate import summarize_config
 from eval.answers import CONFIGS, AssistantConfig, Config, NaiveConfig
-from eval.datasets import CLAIMS_PATH, HOLDOUT_CLAIMS_PATH, QA_PATH, GoldQuestion, load_claims, load_gold
+from eval.datasets import (
+    CLAIMS_PATH,
+    DEV_QA_PATH,
+    HOLDOUT_CLAIMS_PATH,
+    QA_PATH,
+    GoldQuestion,
+    load_claims,
+    load_gold,
+)
 from eval.judges import OfflineJudge, score_judge
 from eval.llm_judge import JudgeUnavailable, LLMJudge
 from eval.naive import NaiveBaseline
@@ -46,6 +54,9 @@ class RunOptions:
     retrieval_systems: Sequence[str] = retrieval.SYSTEMS  # the side-by-side retrieval comparison; () to skip
     judge_claims: bool = True  # each judge's accuracy on claims.jsonl
     gold_path: Path = QA_PATH
+    docs: Path | None = None  # a user's folder for gold_path: its KB is built in a temporary data folder
+    dev: bool = False  # also run the dev gold set on the dev corpus's own KB (side by side with the primary set)
+    dev_gold_path: Path = DEV_QA_PATH
     claims_paths: Sequence[Path] = (CLAIMS_PATH, HOLDOUT_CLAIMS_PATH)
     judge_retries: int = 2
     judge_max_tokens: int = 512
@@ -64,6 +75,8 @@ class Context:
     judge: OfflineJudge
     notes: list[str] = field(default_factory=list)
     baseline: NaiveBaseline | None = None
+    name: str = "seed"
+    gold_path: Path = QA_PATH
 
 
 def select(questions: Sequence[GoldQuestion], split: str, limit: int | None) -> list[GoldQuestion]:
@@ -71,17 +84,39 @@ def select(questions: Sequence[GoldQuestion], split: str, limit: int | None) -> 
     return chosen[:limit] if limit else chosen
 
 
-def prepare(settings: Settings, options: RunOptions, bot: Assistant | None = None) -> Context:
-    documents = retrieval.load_documents(settings.docs_dir)
-    loaded = load_gold(options.gold_path, documents)
+def prepare(settings: Settings, options: RunOptions, bot: Assistant | None = None, *, name: str = "seed",
+            gold_path: Path | None = None, documents: dict[str, str] | None = None) -> Context:
+    """One gold set against one knowledge base (``settings``' data folder)."""
+    gold_path = Path(gold_path or options.gold_path)
+    documents = documents if documents is not None else retrieval.load_documents(settings.docs_dir)
+    loaded = load_gold(gold_path, documents, options.split)
     if loaded.skipped:
-        log.warning("%d gold line(s) skipped; the run goes on with the other %d", loaded.skipped, len(loaded.rows))
+        log.warning("%d gold line(s) of %s skipped; the run goes on with the other %d",
+                    loaded.skipped, gold_path.name, len(loaded.rows))
     bot = bot or Assistant(settings, llm="none")
     status = bot.status()  # also loads the embedding model
     if not status.index_ok:
         raise EvalSetupError(f"The knowledge base is not ready: {status.index_detail}")
     return Context(settings, bot, documents, select(loaded.rows, options.split, options.limit), loaded.problems,
-                   OfflineJudge(bot.embedding_model()))
+                   OfflineJudge(bot.embedding_model()), name=name, gold_path=gold_path)
+
+
+def prepare_dev(settings: Settings, options: RunOptions) -> Context:
+    """The dev gold set on the dev corpus's own knowledge base (built once per corpus/settings/code)."""
+    from eval.kbs import DEV, documents, ensure_dev_kb
+
+    dev_settings = ensure_dev_kb(settings)
+    return prepare(dev_settings, options, name="dev", gold_path=options.dev_gold_path,
+                   documents=documents(list(DEV.roots)))
+
+
+def prepare_folder(settings: Settings, options: RunOptions, data_dir: Path) -> Context:
+    """A user's gold file on a user's folder, its knowledge base built in ``data_dir``."""
+    from eval.kbs import build_folder_kb, documents
+
+    assert options.docs is not None
+    user_settings = build_folder_kb(settings, options.docs, data_dir)
+    return prepare(user_settings, options, name="user", documents=documents([options.docs]))
 
 
 def run_dir(options: RunOptions, label: str) -> Path:
@@ -120,7 +155,7 @@ def build_configs(ctx: Context, requested: Sequence[str] | None) -> list[Config]
             (log.error if explicit else log.info)("%s", note)
             ctx.notes.append(note)
     if "naive" in wanted:
-        ctx.baseline = ctx.baseline or NaiveBaseline(ctx.bot.embedding_model(), ctx.documents)
+        ctx.baseline = ctx.baseline or retrieval.naive_baseline(ctx.bot, ctx.documents)
         if generative is not None:
             ctx.baseline.use_ollama(ctx.settings)
             configs.append(NaiveConfig(ctx.baseline, ctx.settings.ollama_model))
@@ -148,7 +183,7 @@ def llm_judge(ctx: Context, options: RunOptions) -> LLMJudge | None:
 # --- the run ----------------------------------------------------------------------------------
 def gold_dict(q: GoldQuestion) -> dict[str, Any]:
     return {"id": q.id, "question": q.question, "lang": q.lang, "type": q.type, "split": q.split,
-            "answerable": q.answerable, "answer": q.answer, "evidence": list(q.evidence)}
+            "answerable": q.answerable, "answer": q.answer, "evidence": list(q.evidence), "doc": q.doc}
 
 
 def answer_all(ctx: Context, configs: Sequence[Config], llm: LLMJudge | None,
@@ -175,7 +210,7 @@ def retrieval_section(ctx: Context, systems: Sequence[str], progress: bool) -> d
     if not systems:
         return None
     if "naive" in systems and ctx.baseline is None:
-        ctx.baseline = NaiveBaseline(ctx.bot.embedding_model(), ctx.documents)
+        ctx.baseline = retrieval.naive_baseline(ctx.bot, ctx.documents)
     results = retrieval.run(ctx.questions, ctx.documents,
                             retrieval.rankers(ctx.bot, ctx.documents, systems, ctx.baseline), progress)
     return {
@@ -205,47 +240,104 @@ def judges_section(judges: Sequence[Any], paths: Sequence[Path], progress: bool)
 
 
 def settings_digest(settings: Settings) -> dict[str, Any]:
-    keys = ("embed_model", "embed_runtime", "top_k", "dense_depth", "bm25_depth", "rrf_k", "dense_weight",
-            "bm25_weight", "chunk_max_chars", "chunk_min_chars", "ollama_model", "ollama_host", "temperature", "seed")
-    return {k: getattr(settings, k) for k in keys}
+    """The whole settings record (secrets masked by pydantic), so two runs can be told apart by any setting."""
+    return settings.model_dump(mode="json")
 
 
-def run_eval(settings: Settings, options: RunOptions, bot: Assistant | None = None) -> tuple[Path, dict[str, Any]]:
-    """The full evaluation; returns the run folder and the results written to its results.json."""
-    started = time.time()
-    ctx = prepare(settings, options, bot)
+def evaluate(ctx: Context, options: RunOptions, llm: LLMJudge | None) -> tuple[dict[str, Any], LLMJudge | None]:
+    """One gold set through the configurations and the retrieval comparison: the results of that set."""
     configs = build_configs(ctx, options.configs)
-    llm = llm_judge(ctx, options)
     scored, llm = answer_all(ctx, configs, llm, options.progress)
-    results: dict[str, Any] = {
-        "meta": {
-            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "seconds": None, "configs": [c.name for c in configs], "split": options.split, "limit": options.limit,
-            "judge_model": options.judge_model, "llm_judge": llm is not None, "notes": ctx.notes,
-            "settings": settings_digest(settings), "machine": platform.platform(),
-            "gold": {"file": str(options.gold_path), "questions": len(ctx.questions),
-                     "skipped": len(ctx.gold_problems), "problems": ctx.gold_problems},
-        },
+    section: dict[str, Any] = {
+        "gold": {"name": ctx.name, "file": str(ctx.gold_path), "questions": len(ctx.questions),
+                 "skipped": len(ctx.gold_problems), "problems": ctx.gold_problems,
+                 "documents": len(ctx.documents), "data_dir": str(ctx.settings.data_dir)},
+        "config_names": [c.name for c in configs],
         "configs": {name: summarize_config(rows) for name, rows in scored.items()},
         "retrieval": retrieval_section(ctx, options.retrieval_systems, options.progress),
-        "judges": judges_section([ctx.judge, *([llm] if llm else [])], options.claims_paths, options.progress)
-        if options.judge_claims else None,
-        "llm_judge_stats": llm.stats.to_dict() if llm is not None else None,
         "questions": [],
     }
     by_id = {name: {r["gold"]["id"]: r for r in rows} for name, rows in scored.items()}
     for q in ctx.questions:
-        results["questions"].append({
+        section["questions"].append({
             **gold_dict(q),
             "configs": {name: {k: v for k, v in rows[q.id].items() if k != "gold"} for name, rows in by_id.items()},
         })
+    return section, llm
+
+
+def run_eval(settings: Settings, options: RunOptions, bot: Assistant | None = None) -> tuple[Path, dict[str, Any]]:
+    """The full evaluation; returns the run folder and the results written to its results.json.
+
+    The primary gold set (the seed set on the configured KB, or ``--gold/--docs``) is at the top level of
+    the results, as it always was; the dev set, when asked for, is under ``sets["dev"]`` with the same keys.
+    """
+    import tempfile
+
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="kbqa-eval-") as scratch:
+        if options.docs is not None:
+            ctx = prepare_folder(settings, options, Path(scratch))
+        else:
+            ctx = prepare(settings, options, bot)
+        llm = llm_judge(ctx, options)
+        notes = ctx.notes
+        primary, llm = evaluate(ctx, options, llm)
+        sets: dict[str, Any] = {}
+        if options.dev and options.docs is None:
+            dev_ctx = prepare_dev(settings, options)
+            dev_ctx.notes = notes
+            sets["dev"], llm = evaluate(dev_ctx, options, llm)
+    results: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "seconds": None, "configs": primary["config_names"], "split": options.split, "limit": options.limit,
+            "judge_model": options.judge_model, "llm_judge": llm is not None, "notes": notes,
+            "settings": settings_digest(ctx.settings), "machine": platform.platform(),
+            "gold": primary["gold"],
+        },
+        "configs": primary["configs"],
+        "retrieval": primary["retrieval"],
+        "judges": judges_section([ctx.judge, *([llm] if llm else [])], options.claims_paths, options.progress)
+        if options.judge_claims else None,
+        "llm_judge_stats": llm.stats.to_dict() if llm is not None else None,
+        "questions": primary["questions"],
+        "sets": sets,
+    }
     results["meta"]["seconds"] = round(time.time() - started, 1)
-    out = run_dir(options, "+".join(c.name for c in configs) or "run")
+    out = run_dir(options, "+".join(primary["config_names"]) or "run")
     write_results(out, results)
     if options.write_report:
         from eval.report import write_report
 
         write_report(out, results)
+    return out, results
+
+
+def run_retrieval(settings: Settings, options: RunOptions, bot: Assistant | None = None) -> tuple[Path, dict[str, Any]]:
+    """Retrieval only, every system side by side, on the primary gold set and (``options.dev``) the dev set."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kbqa-eval-") as scratch:
+        if options.docs is not None:
+            ctx = prepare_folder(settings, options, Path(scratch))
+        else:
+            ctx = prepare(settings, options, bot)
+        contexts = [ctx]
+        if options.dev and options.docs is None:
+            contexts.append(prepare_dev(settings, options))
+        sections = {}
+        for c in contexts:
+            sections[c.name] = {
+                "gold": {"name": c.name, "file": str(c.gold_path), "questions": len(c.questions),
+                         "skipped": len(c.gold_problems), "problems": c.gold_problems, "documents": len(c.documents)},
+                "retrieval": retrieval_section(c, options.retrieval_systems, options.progress),
+            }
+    first, *rest = sections.values()
+    results = {"meta": {"gold": first["gold"], "split": options.split, "settings": settings_digest(ctx.settings)},
+               "retrieval": first["retrieval"], "sets": {s["gold"]["name"]: s for s in rest}}
+    out = run_dir(options, "retrieval")
+    write_results(out, results)
     return out, results
 
 

@@ -6,6 +6,9 @@
 - Citation precision: share of cited passages that hold gold evidence; recall: share of gold evidence
   strings that some cited passage holds. "Holds" is ``eval.metrics.covers`` on document spans: the
   passage covers at least MIN_EVIDENCE_COVERAGE of the evidence string's span.
+- Evidence cited: an answerable question's answer has a citation whose quote (its span of the document)
+  covers a gold evidence string (``covers``). Quotes not in the documents: citations whose quote is not
+  exactly the document text at the quote's offsets (must be 0: a quote a user cannot find is a defect).
 - Correctness, offline: coverage of the gold answer's key terms (chat.grounding.content_units) in the
   answer text, correct at ``CORRECT_COVERAGE``. When the answer is in another language than the gold
   answer (a Chinese extract for an English question), the gold answer's words cannot appear in it, so
@@ -25,7 +28,7 @@ from eval.claims import cited_sentences, claims_of, strip_marks
 from eval.datasets import GoldQuestion
 from eval.judges import OfflineJudge, Verdict
 from eval.llm_judge import LLMJudge
-from eval.metrics import SpanRef, covers, evidence_spans, question_metrics
+from eval.metrics import SpanRef, covers, locate_evidence, question_metrics
 from kb.text import normalize
 
 log = logging.getLogger(__name__)
@@ -96,10 +99,15 @@ def _llm_verdicts(llm: LLMJudge, claims: Sequence[tuple[str, list[int]]], record
 def score_answer(record: AnswerRecord, gold: GoldQuestion, documents: dict[str, str], judge: OfflineJudge,
                  llm: LLMJudge | None = None) -> dict[str, Any]:
     """Everything measured about one answer, as plain data for results.json."""
-    evidence = evidence_spans(gold.evidence, documents)
-    spans = [SpanRef(p.doc, p.start, p.end) for p in record.passages]
+    located = locate_evidence(gold.evidence, documents, gold.doc)
+    evidence = [e.span for e in located]
+    spans = [SpanRef(p.doc, p.start, p.end, p.text) for p in record.passages]
     out: dict[str, Any] = record.to_dict()
-    out["retrieval"] = question_metrics(spans, evidence) if gold.answerable and record.passages else None
+    out["retrieval"] = question_metrics(spans, located) if gold.answerable and record.passages else None
+    out["quotes_not_in_documents"] = sum(documents.get(q.doc, "")[q.start:q.end] != q.text for q in record.quotes)
+    quote_spans = [SpanRef(q.doc, q.start, q.end) for q in record.quotes]
+    out["evidence_cited"] = (any(covers(q, e) for q in quote_spans for e in evidence)
+                             if gold.answerable and not record.cites_all else None)
     out["refusal_correct"] = record.refused != gold.answerable
 
     answered = not record.refused and not record.error and bool(record.text)

