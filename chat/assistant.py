@@ -28,6 +28,7 @@ from chat.questions import (
     rule_based_standalone,
     validate,
 )
+from chat.rerank import load_reranker
 from chat.retrieval import (
     BM25,
     DENSE,
@@ -131,7 +132,10 @@ class Assistant:
             BM25: BM25Retriever(lambda: view, s.bm25_depth),
         }
         weights = FusionWeights.from_settings(s, language)
-        return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights)
+        # The reranker belongs to the whole pipeline; a comparison of single retrievers ranks without it.
+        reranker = load_reranker(s, self.backend) if set(using) >= {DENSE, BM25} else None
+        return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights,
+                               reranker, s.rerank_depth)
 
     # --- retrieval ---------------------------------------------------------------------
     def retrieve(self, question: str, k: int | None = None, *, variants: tuple[str, ...] = (),

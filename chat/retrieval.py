@@ -17,6 +17,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from chat.passages import Passage
 from chat.questions import QuestionError
+from chat.rerank import RERANK, Reranker, rerank_order
 from kb.index import IndexView, KnowledgeBase
 from kb.settings import Settings
 from kb.text import query_tokens
@@ -185,9 +186,11 @@ class HybridRetriever(BaseRetriever):
     document's language; every variant's lists join the same fusion.
     """
 
-    def __init__(self, retrievers: dict[str, BaseRetriever], weights: FusionWeights) -> None:
+    def __init__(self, retrievers: dict[str, BaseRetriever], weights: FusionWeights,
+                 reranker: Reranker | None = None, rerank_depth: int = 20) -> None:
         super().__init__()
         self._retrievers, self._weights = retrievers, weights
+        self._reranker, self._rerank_depth = reranker, rerank_depth
 
     def retrieve_variants(self, queries: Sequence[str], scope: Scope = None) -> list[NodeWithScore]:
         """Fused ranking of every query variant; ``scope`` limits it to some documents."""
@@ -201,10 +204,34 @@ class HybridRetriever(BaseRetriever):
                     hits = retriever.retrieve(QueryBundle(query_str=query))
                     hits = [h for h in hits if scope is None or h.node.metadata.get("doc") in scope]
                 lists.append((label, hits))
-        return fuse(lists, self._weights)
+        fused = fuse(lists, self._weights)
+        if self._reranker is not None and queries:
+            fused = rerank(self._reranker, queries[0], fused, self._rerank_depth)
+        return fused
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self.retrieve_variants([query_bundle.query_str])
+
+
+def rerank(reranker: Reranker, question: str, fused: list[NodeWithScore], depth: int) -> list[NodeWithScore]:
+    """The first ``depth`` fused candidates in the reranker's order, the rest after them.
+
+    Each reranked node records the reranker's score in ``scores["rerank"]``; ``score`` stays the
+    fused score of the position it now holds, so scores still fall with rank.
+    """
+    head, tail = fused[:depth], fused[depth:]
+    result = rerank_order(reranker, question, [hit.node.get_content() for hit in head])
+    if result is None:
+        return fused
+    order, scores = result
+    position_scores = [hit.score for hit in head]
+    reranked = []
+    for position, index in enumerate(order):
+        hit = head[index]
+        hit.node.metadata.setdefault("scores", {})[RERANK] = scores[index]
+        hit.node.metadata.setdefault("found_by", {})[RERANK] = position + 1
+        reranked.append(NodeWithScore(node=hit.node, score=position_scores[position]))
+    return reranked + tail
 
 
 def to_passages(nodes: Sequence[NodeWithScore], view: IndexView) -> list[Passage]:

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         0.2, ge=0, description="BM25's weight for English questions, which share few words with Chinese text."
     )
     max_question_chars: int = Field(2000, ge=50, description="Longer questions are truncated, with a notice.")
+    reranker: str | None = Field(
+        None, description="Cross-encoder reranker: a local folder or a model in the Hugging Face cache "
+        "(e.g. BAAI/bge-reranker-v2-m3); unset = no reranking."
+    )
+    rerank_llm: bool = Field(False, description="Let the Ollama model reorder the candidates (one call per question).")
+    rerank_depth: int = Field(20, ge=2, le=100, description="Fused candidates a reranker reorders.")
 
     # --- generation ---------------------------------------------------------
     llm: LlmBackend = Field("ollama", description="ollama | none (extractive answers only)")
