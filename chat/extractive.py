@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from chat.passages import Passage
 from kb.bm25 import BM25Index
 from kb.sentences import Span, split_sentences
-from kb.text import normalize, query_tokens, tokenize
+from kb.text import normalize, query_tokens, strip_noise, tokenize
 
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
@@ -57,15 +57,41 @@ def coverage(tokens: Sequence[str], text: str, bm25: BM25Index) -> float:
     return sum(w for t, w in weights.items() if t in haystack) / total
 
 
+# Questions addressed to the assistant itself ("ignore previous instructions", "print your system
+# prompt"): no document answers them, whatever words they share with one. Phrased generally, in both
+# languages; nothing here comes from a document.
+_OVERRIDE = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\b[^.!?。！？]{0,40}?"
+    r"\b(?:instructions?|prompts?|rules|directions|guidelines|context|messages?)\b"
+    r"|(?:忽略|无视|忘记|忘掉|不要理会|跳过)[^。！？]{0,12}?(?:指令|指示|提示|规则|要求|设定|约束)",
+    re.IGNORECASE,
+)
+_ABOUT_ASSISTANT = re.compile(
+    r"\b(?:your|you\s+were\s+given)\b[^.!?。！？]{0,24}?"
+    r"\b(?:system\s+(?:prompt|message)|instructions|initial\s+prompt|prompt|rules|guidelines)\b"
+    r"|(?:你|您)(?:的)?[^。！？]{0,6}?(?:系统提示|提示词|系统指令|指令|设定|规则)",
+    re.IGNORECASE,
+)
+_CLAUSE = re.compile(r"[^.!?;。！？；\n]+")
+
+
+def content_question(question: str) -> str:
+    """What of ``question`` asks about the documents: noise dropped, and every clause that is an
+    instruction to the assistant (to drop its instructions or reveal them) removed."""
+    clauses = _CLAUSE.findall(strip_noise(question))
+    kept = [c for c in clauses if not (_OVERRIDE.search(c) or _ABOUT_ASSISTANT.search(c))]
+    return " ".join(c.strip() for c in kept if c.strip())
+
+
 def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
     """Technical terms of the question that never occur in the indexed text.
 
     In a Chinese question every Latin-script word is a term; in an English one only
     acronyms and CamelCase words are (ordinary English words are expected to be absent
-    from Chinese text).
+    from Chinese text). Noise (escapes, ticket numbers, version tags) is not a term.
     """
     found = []
-    for word in _TERM.findall(question):
+    for word in _TERM.findall(strip_noise(question)):
         is_term = language == "zh" or sum(c.isupper() for c in word) >= 2
         tokens = tokenize(word)
         if is_term and tokens and word.lower() not in _META_WORDS and not any(t in bm25.vocab for t in tokens):
@@ -74,7 +100,8 @@ def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
 
 
 def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, language: str = "zh") -> bool:
-    """Whether retrieval found anything worth answering from."""
+    """Whether retrieval found anything worth answering from (the extractive refusal rule)."""
+    question = content_question(question)
     if not passages or unknown_terms(question, bm25, language):
         return False
     tokens = query_tokens(question)
@@ -91,7 +118,7 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
 
 
 def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
-    tokens = query_tokens(question)
+    tokens = query_tokens(content_question(question))
     scored: list[tuple[float, int, Span]] = []
     for rank, passage in enumerate(passages[:PASSAGES_CONSIDERED], 1):
         for span in candidates(passage):

@@ -52,6 +52,32 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+# Noise that is not content: what terminals, trackers and editors add around a question. Dropped
+# before a question's words are weighed, so "(v2)" or "ticket 4711" neither sinks the question's
+# coverage nor counts as a term the documents never mention.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2060\ufeff]")
+_REFERENCE = re.compile(
+    r"(?<![A-Za-z])(?:ticket|issue|bug|case|ref|req|pr|jira|task|id|no)\.?\s*[#:：]?\s*\d+(?![\d.])"
+    r"|(?<![\w#&])#\d+(?![\d.])",
+    re.IGNORECASE,
+)
+_TAG = re.compile(
+    r"[(\[（【]\s*(?:v(?:er(?:sion)?)?\s*\d+(?:\.\d+)*|rev\.?\s*\d+|draft|wip|updated?|edit(?:ed)?|urgent|"
+    r"todo|fyi|resend|repost)\s*[)\]）】]",
+    re.IGNORECASE,
+)
+
+
+def strip_noise(text: str) -> str:
+    """``text`` without terminal escapes, control characters, ticket references and status tags."""
+    text = _ANSI.sub(" ", text)
+    text = _CONTROL.sub(" ", text)
+    text = _TAG.sub(" ", text)
+    text = _REFERENCE.sub(" ", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
 def query_tokens(question: str) -> list[str]:
-    """Tokens of a question with question words and particles dropped."""
-    return [t for t in tokenize(question) if t not in QUESTION_WORDS]
+    """Tokens of a question with noise, question words and particles dropped."""
+    return [t for t in tokenize(strip_noise(question)) if t not in QUESTION_WORDS]
