@@ -38,6 +38,7 @@ from typing import Protocol
 from chat.grounding import content_units, cosine, lexical_support
 from eval import checks
 from eval.claims import atomic_claims
+from eval.datasets import LabelledClaim
 from eval.tables import split_cells, table_problem, tables_in
 from kb.sentences import split_sentences
 from kb.text import normalize
@@ -208,8 +209,8 @@ def _group(rows: list[tuple[str, bool, bool | None]]) -> dict[str, dict[str, flo
     return out
 
 
-def score_judge(judge: Judge, claims: Sequence[object], progress: bool = True) -> JudgeScore:
-    """Accuracy of ``judge`` on labelled claims (eval.datasets.LabelledClaim), overall, by kind and language."""
+def score_judge(judge: Judge, claims: Sequence[LabelledClaim], progress: bool = True) -> JudgeScore:
+    """Accuracy of ``judge`` on labelled claims, overall, by kind and language."""
     from tqdm import tqdm
 
     kinds: list[tuple[str, bool, bool | None]] = []
@@ -217,15 +218,14 @@ def score_judge(judge: Judge, claims: Sequence[object], progress: bool = True) -
     mistakes: list[dict[str, object]] = []
     correct = unparseable = 0
     for item in tqdm(claims, desc=f"judge {judge.name}", disable=not progress, unit="claim"):
-        verdict = judge.judge(item.claim, [item.passage])  # type: ignore[attr-defined]
-        gold = bool(item.supported)  # type: ignore[attr-defined]
-        kinds.append((item.kind, gold, verdict.supported))  # type: ignore[attr-defined]
-        langs.append((item.lang, gold, verdict.supported))  # type: ignore[attr-defined]
+        verdict = judge.judge(item.claim, [item.passage])
+        kinds.append((item.kind, item.supported, verdict.supported))
+        langs.append((item.lang, item.supported, verdict.supported))
         if verdict.supported is None:
             unparseable += 1
-        if verdict.supported == gold:
+        if verdict.supported == item.supported:
             correct += 1
         else:
-            mistakes.append({"id": item.id, "kind": item.kind, "lang": item.lang,  # type: ignore[attr-defined]
-                             "claim": item.claim, "gold": gold, **verdict.to_dict()})  # type: ignore[attr-defined]
+            mistakes.append({"id": item.id, "kind": item.kind, "lang": item.lang,
+                             "claim": item.claim, "gold": item.supported, **verdict.to_dict()})
     return JudgeScore(judge.name, len(claims), correct, unparseable, _group(kinds), _group(langs), mistakes)

@@ -70,14 +70,32 @@ def split_documents(split: str) -> list[Path]:
 
 
 def documents(roots: Sequence[Path]) -> dict[str, str]:
-    """name -> text, as ingest names and reads them (unreadable and unsupported files are left out)."""
-    candidates, _ = discover([Path(r) for r in roots])
+    """name -> text, as ingest names and reads them.
+
+    A file ingest cannot read (an unsupported type) is still a document the user gave: its raw text is
+    kept when it decodes as UTF-8, so questions about it count as misses instead of vanishing.
+    """
+    candidates, skipped = discover([Path(r) for r in roots])
     out: dict[str, str] = {}
     for candidate in candidates:
         doc = read_document(candidate, max_bytes=10**12)
         if isinstance(doc, SourceDocument):
             out[doc.name] = doc.text
+    for item in skipped:
+        path = Path(item.path)
+        if path.is_file():
+            try:
+                out[_name(path, roots)] = path.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
     return out
+
+
+def _name(path: Path, roots: Sequence[Path]) -> str:
+    for root in map(Path, roots):
+        if root.is_dir() and path.resolve().is_relative_to(root.resolve()):
+            return path.resolve().relative_to(root.resolve()).as_posix()
+    return path.name
 
 
 def _code_digest() -> str:
