@@ -96,6 +96,10 @@ _SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 # reStructuredText section adornment: one punctuation character repeated, nothing else.
 _RST_ADORNMENT_RE = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")
 _CN_NUMBERING_RE = re.compile(r"^(?:([一二三四五六七八九十百]+)[、．.]|[（(][一二三四五六七八九十]+[）)])[ \t]*(?=\S)")
+_ADMONITION_OPEN_RE = re.compile(
+    r"^[ \t]*(?::{3,}[ \t]*[\w-]+.*|(?:!!!|\?\?\?\+?)[ \t]+[\w-]+.*|>[ \t]*\[![A-Za-z]+\][ \t]*|\.\.[ \t]+[\w-]+::.*)$"
+)
+_ADMONITION_CLOSE_RE = re.compile(r"^[ \t]*:{3,}[ \t]*$")
 _RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
@@ -714,6 +718,8 @@ def _block_gap(
         glue += _TABLE_INTRO
     if block.kind == "rule":
         glue += _GLUE  # a thematic break closes what precedes it
+    if _ADMONITION_OPEN_RE.match(lines[previous.last].text) or _ADMONITION_CLOSE_RE.match(lines[block.first].text):
+        glue += _GLUE  # ":::tip[Title]" / "!!! note" belongs with its body, a closing ":::" with what it closes
     if _links_only(_block_text(source, lines, previous)) != _links_only(_block_text(source, lines, block)):
         base += _LINKS_EDGE  # a badge row or link list is cut off from the prose next to it
     return base, glue

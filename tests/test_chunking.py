@@ -578,3 +578,18 @@ def test_chinese_numbering_is_the_outline_of_plain_text() -> None:
     sections = {c.section for c in chunks}
     assert {"报告 > 项目背景", "报告 > 项目背景 > 现状分析", "报告 > 实施方案"} <= sections
     assert "不是标题的句子" not in path_elements(chunks)  # it ends like a sentence: prose
+
+
+@pytest.mark.parametrize(
+    ("opener", "closer"),
+    [(":::info[Hybrid search]", ":::"), ('!!! note "Hybrid search"', ""), ("> [!NOTE]", "")],
+)
+def test_an_admonition_stays_with_its_title_and_is_not_indexed_as_markup(opener: str, closer: str) -> None:
+    prose = "Some stores combine keyword and vector search on their side. " * 3
+    body = ("    " if opener.startswith("!!!") else "> " if opener.startswith(">") else "") + prose
+    text = f"## Search\n\n{prose * 2}\n\n{opener}\n\n{body}\n\n{closer}\n\nAfter the note, more text follows here.\n"
+    chunks = chunk_markdown(text, "a.md", max_chars=300, min_chars=40)
+    assert_well_formed(text, chunks, 300)
+    holder = chunk_at(chunks, opener, text)
+    assert body.strip()[:40] in holder.text, "the admonition's marker was cut off from its body"
+    assert not re.search(r"^\s*(:::|!!! |> \[!)", holder.index_text(), flags=re.M)
