@@ -101,8 +101,9 @@ def sets_retrieval_table(results: dict[str, Any]) -> Table:
         for split in _splits(summary):
             for system, by in summary.get(split, {}).items():
                 m = by["all"]
-                rows.append([name, split, system, str(int(m["n"])), *(fmt(m.get(k)) for k in SIDE_BY_SIDE_METRICS)])
-    return ["set", "split", "system", "n", *SIDE_BY_SIDE_METRICS], rows
+                rows.append([name, split, system, str(int(m["n"])), *(fmt(m.get(k)) for k in SIDE_BY_SIDE_METRICS),
+                             fmt(m.get("ms_p95"), "ms")])
+    return ["set", "split", "system", "n", *SIDE_BY_SIDE_METRICS, "ms p95"], rows
 
 
 def sets_answer_table(results: dict[str, Any], config: str = "extractive") -> Table:

@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chat import Assistant
+from eval.aggregate import percentile
 from eval.datasets import GoldQuestion
 from eval.metrics import DEPTH, SpanRef, average, locate_evidence, question_metrics
 from eval.naive import NaiveBaseline, PlainBM25
@@ -94,6 +95,8 @@ def summarize(results: Sequence[RankedResult]) -> dict[str, dict[str, dict[str, 
                 if r.question.doc:
                     groups.setdefault(f"doc:{r.question.doc}", []).append(r.metrics)
             summary.setdefault(split, {})[system] = {g: average(m) for g, m in sorted(groups.items())}
+            ms = [r.seconds * 1000 for r in rows]
+            summary[split][system]["all"] |= {"ms_p50": percentile(ms, 0.5), "ms_p95": percentile(ms, 0.95)}
     return summary
 
 
