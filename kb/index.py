@@ -58,6 +58,125 @@ class ConcurrentIngest(KnowledgeBaseError):
     pass
 
 
+class StoreCorrupt(KnowledgeBaseError):
+    """The store's files are damaged or are not a Chroma store this version can read."""
+
+
+# SQLite and Chroma messages that mean the files themselves are bad, not that a call failed.
+_CORRUPT_MARKERS = (
+    "database disk image is malformed", "file is not a database", "no such table", "no such column",
+    "unsupported file format", "malformed database schema", "database schema has changed",
+)
+RETIRED_GRACE_SECONDS = 60.0  # longer than any one request reads through a replaced client
+
+
+@dataclass
+class _OpenStore:
+    client: Any
+    generation: int | None  # the committed generation the client is known to see
+    identity: tuple[int, int] | None = None  # the SQLite file it opened: a rebuilt store is a new file
+
+
+def _file_identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        info = (folder / "chroma.sqlite3").stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+class _EmbeddedStores:
+    """One embedded Chroma client per store folder in this process, reopened after foreign commits.
+
+    chromadb keeps one ``System`` per folder in a process-wide cache (``SharedSystemClient``), and
+    its in-memory vector segments never see another process's writes: after an ingest by another
+    process, queries miss the new records and return deleted ones with ``None`` metadata, while
+    ``get`` (straight from SQLite) sees the change (chroma-core/chroma#3792). A new
+    ``PersistentClient`` alone reuses the cached ``System``; so reopening drops that cache entry
+    first, which makes the new client load the segments from disk. The replaced ``System`` is
+    stopped only after a grace period, since a request on another thread may still be reading
+    through it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, _OpenStore] = {}
+        self._retired: list[tuple[float, Any]] = []
+
+    def get(self, path: Path) -> _OpenStore:
+        with self._lock:
+            key = str(path)
+            if key not in self._open:
+                self._open[key] = self._new_store(key)
+            return self._open[key]
+
+    def reopen(self, path: Path, stale: Any = None) -> _OpenStore:
+        """A fresh client for ``path``, unless another thread already replaced ``stale``."""
+        with self._lock:
+            key = str(path)
+            current = self._open.get(key)
+            if current is not None and stale is not None and current.client is not stale:
+                return current
+            if current is not None:
+                self._retire(self._open.pop(key).client)  # popped first: a failed open leaves nothing stale
+            self._open[key] = self._new_store(key)
+            return self._open[key]
+
+    def forget(self, path: Path) -> None:
+        """Let go of ``path`` (its folder is being moved aside): the next ``get`` opens anew."""
+        with self._lock:
+            current = self._open.pop(str(path), None)
+            if current is not None:
+                self._retire(current.client)
+            self._drop_cached_system(str(path))
+
+    def _new_store(self, key: str) -> _OpenStore:
+        client = self._new_client(key)
+        return _OpenStore(client, None, _file_identity(Path(key)))
+
+    def _new_client(self, key: str) -> Any:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        self._drop_cached_system(key)
+        self._stop_retired()
+        Path(key).mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=key, settings=ChromaSettings(anonymized_telemetry=False))
+
+    @staticmethod
+    def _drop_cached_system(key: str) -> None:
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        # Only the cache entry: clients still holding the old System keep working until retired.
+        SharedSystemClient._identifier_to_system.pop(key, None)
+
+    def _retire(self, client: Any) -> None:
+        self._retired.append((time.monotonic(), getattr(client, "_server", None)))
+
+    def _stop_retired(self) -> None:
+        now = time.monotonic()
+        keep = []
+        for retired_at, server in self._retired:
+            if now - retired_at < RETIRED_GRACE_SECONDS:
+                keep.append((retired_at, server))
+                continue
+            try:
+                system = getattr(server, "_system", None)
+                if system is not None:
+                    system.stop()
+            except Exception as exc:  # a retired store failing to stop must not fail a live request
+                log.debug("Stopping a replaced Chroma client failed: %s", exc)
+        self._retired = keep
+
+
+_EMBEDDED = _EmbeddedStores()
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    text = " ".join(str(e).lower() for e in _causes(exc))
+    return any(marker in text for marker in _CORRUPT_MARKERS)
+
+
 @dataclass
 class DocEntry:
     sha256: str
@@ -112,23 +231,13 @@ class IndexView:
         return self.manifest.generation
 
 
-def _chunk_metadata(chunk: Chunk) -> dict[str, str | int]:
-    meta = chunk.to_metadata()
-    del meta["text"]  # the text is the Chroma document, after the index prefix
-    meta["prefix_len"] = len(chunk.index_text()) - len(chunk.text)
-    return meta
+def _chunk_metadata(chunk: Chunk) -> dict[str, str | int | bool]:
+    # The Chroma document is the cleaned index text, so the exact source slice travels in the metadata.
+    return chunk.to_metadata()
 
 
 def _chunk_from_record(document: str, meta: dict[str, Any]) -> Chunk:
-    return Chunk(
-        doc=str(meta["doc"]),
-        section=str(meta.get("section", "")),
-        text=document[int(meta["prefix_len"]):],
-        start=int(meta["start"]),
-        end=int(meta["end"]),
-        index=int(meta.get("index", 0)),
-        context=str(meta.get("context", "")),
-    )
+    return Chunk.from_metadata(meta, document=document)  # also reads records from before `text` was stored
 
 
 class KnowledgeBase:
@@ -152,21 +261,69 @@ class KnowledgeBase:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
-        chroma_settings = ChromaSettings(anonymized_telemetry=False)
         s = self.settings
         try:
             if s.uses_chroma_server:
                 client = chromadb.HttpClient(
                     host=s.chroma_host or "127.0.0.1", port=s.chroma_port, ssl=s.chroma_ssl,
-                    settings=chroma_settings,
+                    settings=ChromaSettings(anonymized_telemetry=False),
                 )
                 client.heartbeat()
             else:
-                s.chroma_path.mkdir(parents=True, exist_ok=True)
-                client = chromadb.PersistentClient(path=str(s.chroma_path), settings=chroma_settings)
+                client = _EMBEDDED.get(s.chroma_path).client
         except Exception as exc:
-            raise StoreUnavailable(self._unreachable(exc)) from exc
+            raise self._store_error(exc) from exc
         return client
+
+    def _store_error(self, exc: BaseException) -> KnowledgeBaseError:
+        if not self.settings.uses_chroma_server and _is_corrupt(exc):
+            return StoreCorrupt(
+                f"The {self.location} is damaged or is not a Chroma store this version can read "
+                f"({type(exc).__name__}: {exc}). Run: python -m ingest --rebuild "
+                "(it moves the damaged store aside, keeps it, and re-embeds the documents)."
+            )
+        return StoreUnavailable(self._unreachable(exc))
+
+    def reopen(self) -> None:
+        """Open the embedded store afresh, so this process sees what other processes wrote."""
+        if self.settings.uses_chroma_server:
+            return
+        with self._lock:
+            stale, self._client = self._client, None
+            try:
+                self._client = _EMBEDDED.reopen(self.settings.chroma_path, stale).client
+            except Exception as exc:
+                raise self._store_error(exc) from exc
+
+    def _sync_with(self, manifest: Manifest | None) -> Manifest | None:
+        """``manifest``, or, when our embedded client cannot see the store as it is now (another
+        process committed, or the store was rebuilt), the manifest read again through a fresh client."""
+        if self.settings.uses_chroma_server:
+            return manifest  # a server's clients all see one state
+        path = self.settings.chroma_path
+        generation = manifest.generation if manifest else 0
+        opened = _EMBEDDED.get(path)
+        if opened.identity == _file_identity(path):
+            if opened.generation is None:
+                opened.generation = generation  # the client was opened after this commit landed
+            if opened.generation == generation:
+                return manifest
+        log.info("The %s changed in another process (generation %d); reopening it", self.location, generation)
+        self.reopen()
+        manifest = self.read_manifest()
+        _EMBEDDED.get(path).generation = manifest.generation if manifest else 0
+        return manifest
+
+    def move_aside(self) -> Path:
+        """Rename a damaged embedded store out of the way (kept, not deleted) and return where it went."""
+        source = self.settings.chroma_path
+        target = source.with_name(f"{source.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        with self._lock:
+            self._client = None
+            self._view = None
+            _EMBEDDED.forget(source)
+            source.rename(target)
+        return target
 
     def _unreachable(self, exc: BaseException) -> str:
         hint = (
@@ -182,6 +339,8 @@ class KnowledgeBase:
         with self._lock:
             if self._client is None:
                 self._client = self._connect()
+            elif not self.settings.uses_chroma_server:
+                self._client = _EMBEDDED.get(self.settings.chroma_path).client  # another thread may have reopened
             return self._client
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -191,6 +350,11 @@ class KnowledgeBase:
         except KnowledgeBaseError:
             raise
         except Exception as exc:
+            if not self.settings.uses_chroma_server and _is_corrupt(exc):
+                with self._lock:
+                    self._client = None
+                _EMBEDDED.forget(self.settings.chroma_path)  # the next call opens it again (rebuilt?)
+                raise self._store_error(exc) from exc
             if self.settings.uses_chroma_server and _looks_like_connection_error(exc):
                 with self._lock:
                     self._client = None
@@ -220,7 +384,13 @@ class KnowledgeBase:
         got = self._call(self.meta_collection().get, ids=[MANIFEST_ID], include=["documents"])
         if not got["ids"]:
             return None
-        return Manifest.from_json(got["documents"][0])
+        try:
+            return Manifest.from_json(got["documents"][0])
+        except (TypeError, ValueError) as exc:
+            raise StoreCorrupt(
+                f"The manifest in the {self.location} is not one this version wrote ({exc}). "
+                "Run: python -m ingest --rebuild"
+            ) from exc
 
     def commit(self, manifest: Manifest, expected_generation: int) -> None:
         """Make ``manifest`` the live one, unless another ingest committed since we read ours."""
@@ -238,6 +408,8 @@ class KnowledgeBase:
             embeddings=[[0.0]],
             metadatas=[{"generation": manifest.generation}],
         )
+        if not self.settings.uses_chroma_server:
+            _EMBEDDED.get(self.settings.chroma_path).generation = manifest.generation  # our own writes
 
     # --- chunks ---------------------------------------------------------------------
     def add_chunks(
@@ -340,6 +512,8 @@ class KnowledgeBase:
         got = self._call(self.sentences_collection().query, query_embeddings=[vector], n_results=4 * k + 16,
                          where=sentence_where, include=["distances", "metadatas"])
         for meta, dist in zip(got["metadatas"][0], got["distances"][0], strict=True):
+            if not meta:  # deleted since the segment was loaded (a reopen follows the next commit)
+                continue
             cid = meta["chunk_id"]
             scores[cid] = max(scores.get(cid, -1.0), 1.0 - dist)
         ranked = sorted(((cid, sim) for cid, sim in scores.items() if cid in live), key=lambda item: -item[1])
@@ -383,14 +557,16 @@ class KnowledgeBase:
 
     def view(self) -> IndexView:
         """The current generation's view, reloaded when another process has committed a new one."""
-        manifest = self.read_manifest()
+        manifest = self._sync_with(self.read_manifest())
         if manifest is None or not manifest.docs:
             raise IndexMissing(
                 f"The knowledge base in the {self.location} is empty. "
                 "Run the ingest first: python -m ingest"
             )
         with self._lock:
-            if self._view is not None and self._view.generation == manifest.generation:
+            # A rebuilt store starts its generations again: a commit is its generation and its time.
+            if (self._view is not None and self._view.generation == manifest.generation
+                    and self._view.manifest.updated_at == manifest.updated_at):
                 return self._view
             started = time.perf_counter()
             view = self._load_cached_view(manifest)

