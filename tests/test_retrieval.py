@@ -10,20 +10,17 @@ from chat import Assistant
 from ingest.pipeline import run_ingest
 from kb.text import query_tokens
 
-ENGLISH_DOC = """# Notes on serving
-
-## Batching
-
-Continuous batching keeps the GPU busy by adding new requests to a running batch.
-
-## Caching
-
-The prefix cache stores attention keys and values of shared prompt prefixes so they are computed once.
-
-## Quantization
-
-Weights stored in four bits take a quarter of the memory of sixteen-bit weights.
-"""
+# Sections long enough that the chunker keeps them apart (it merges small siblings into one chunk).
+_SECTIONS = {
+    "Batching": "Continuous batching keeps the GPU busy by adding new requests to a running batch.",
+    "Caching": "The prefix cache stores attention keys and values of shared prompt prefixes so they are "
+               "computed once.",
+    "Quantization": "Weights stored in four bits take a quarter of the memory of sixteen-bit weights.",
+}
+ENGLISH_DOC = "# Notes on serving\n\n" + "".join(
+    f"## {name}\n\n" + " ".join(f"{sentence[:-1]} (note {i})." for i in range(5)) + "\n\n"
+    for name, sentence in _SECTIONS.items()
+)
 
 
 def test_passages_carry_scores_sources_and_offsets(primer_bot, seed_text):
@@ -155,3 +152,46 @@ def test_unknown_document_names_are_a_clear_question_error(two_doc_bot):
     assert "'nope.md'" in message and "llm-primer.md" in message and "notes/serving.md" in message
     with pytest.raises(QuestionError, match=r"nope\.md"):
         two_doc_bot.ask("KV Cache 是什么？", docs=["nope.md"])
+
+
+def test_link_only_sections_are_never_candidates(two_doc_bot):
+    view = two_doc_bot.kb.view()
+    links = [c for c in view.chunks.values() if c.doc == "links.md" and "example.org" in c.text]
+    assert links and not any(c.searchable for c in links)  # the chunker marks them
+    for using in [("dense",), ("bm25",), ("dense", "bm25")]:
+        passages = two_doc_bot.retrieve("Prefix cache blog and four-bit quantization paper links", k=10,
+                                        using=using, docs=["links.md"])
+        assert all("example.org" not in p.text for p in passages)
+
+
+# --- query translation into the knowledge base's languages ------------------------------------
+
+
+def test_knowledge_base_languages_come_from_its_chunks(two_doc_bot, primer_bot):
+    from chat.translation import kb_languages, translation_targets
+
+    assert kb_languages(primer_bot.kb.view()) == ("zh",)
+    mixed = kb_languages(two_doc_bot.kb.view())
+    assert set(mixed) == {"zh", "en"} and mixed[0] == "zh"  # the seed document is most of the text
+    assert translation_targets("en", ("zh",)) == ["zh"]
+    assert translation_targets("zh", ("zh",)) == []  # nothing to translate into
+    assert translation_targets("zh", mixed) == ["en"]  # a Chinese question over English documents too
+
+
+def test_questions_are_translated_into_each_other_language_of_the_knowledge_base(two_doc_bot, ollama):
+    from chat.generation import OllamaBackend
+    from chat.translation import kb_languages, translations
+
+    settings = two_doc_bot.settings.model_copy(update={
+        "llm": "ollama", "ollama_host": ollama.url, "ollama_model": "smollm2:135m", "max_answer_tokens": 24,
+        "request_timeout": 180.0,
+    })
+    backend = OllamaBackend(settings)
+    languages = kb_languages(two_doc_bot.kb.view())
+    variants = translations(backend, "四比特权重占用多少显存？", "zh", languages, max_chars=50)
+    prompts = [r["body"]["messages"][-1]["content"] for r in ollama.requests("/api/chat")]
+    assert len(prompts) == 1 and "into English" in prompts[0] and "四比特权重占用多少显存？" in prompts[0]
+    assert len(variants) <= 1 and all(len(v) <= 50 for v in variants)
+    ollama.reset()
+    assert translations(backend, "KV cache cost?", "en", ("en",), max_chars=50) == ()
+    assert ollama.requests("/api/chat") == []

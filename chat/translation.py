@@ -1,0 +1,76 @@
+"""Query translation into the language(s) the knowledge base holds.
+
+BM25 only matches words a question shares with the text, so a question in another
+language than a document finds it by dense retrieval alone. With an LLM, the question
+is also retrieved in each language of the knowledge base it is not written in: an
+English question over Chinese documents in Chinese, a Chinese question over English
+documents in English, both over a mixed knowledge base. The languages come from the
+chunks themselves, so nothing assumes which documents a user added.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from typing import Protocol
+
+from chat.generation import GenerationError
+from chat.questions import Language, detect_language
+from kb.index import IndexView
+
+log = logging.getLogger(__name__)
+
+LANGUAGE_NAMES: dict[Language, str] = {"zh": "Chinese (简体中文)", "en": "English"}
+MIN_SHARE = 0.05  # of the indexed text: a language below this is a quotation, not a document language
+
+TRANSLATE_TO = """Translate this question into {language}. Keep technical terms, names, code and numbers as they are.
+Reply with the translation only.
+
+{question}"""
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+class Completer(Protocol):
+    def complete(self, prompt: str) -> str: ...
+
+
+_languages_cache: dict[tuple[int, int], tuple[Language, ...]] = {}
+
+
+def kb_languages(view: IndexView) -> tuple[Language, ...]:
+    """The languages of the knowledge base's text, most text first (computed once per view)."""
+    key = (id(view), view.generation)
+    if key not in _languages_cache:
+        weight: Counter[Language] = Counter()
+        for chunk in view.chunks.values():
+            # Counted in comparable units: a CJK character is about a word's worth of text.
+            weight[detect_language(chunk.text)] += len(_CJK.findall(chunk.text)) + len(_WORD.findall(chunk.text))
+        total = sum(weight.values()) or 1
+        ranked = tuple(lang for lang, w in weight.most_common() if w / total >= MIN_SHARE)
+        if len(_languages_cache) > 16:
+            _languages_cache.clear()
+        _languages_cache[key] = ranked or ("zh",)
+    return _languages_cache[key]
+
+
+def translation_targets(question_language: Language, languages: tuple[Language, ...]) -> list[Language]:
+    return [lang for lang in languages if lang != question_language]
+
+
+def translations(llm: Completer, question: str, question_language: Language, languages: tuple[Language, ...],
+                 max_chars: int) -> tuple[str, ...]:
+    """The question in every knowledge-base language it is not written in (a failed translation is skipped)."""
+    out: list[str] = []
+    for target in translation_targets(question_language, languages):
+        try:
+            reply = llm.complete(TRANSLATE_TO.format(language=LANGUAGE_NAMES[target], question=question)).strip()
+        except GenerationError as exc:
+            log.info("Query translation into %s failed: %s", target, exc)
+            continue
+        reply = reply.splitlines()[0].strip() if reply else ""
+        if reply and reply != question:
+            out.append(reply[:max_chars])  # a runaway reply must not become a huge query
+    return tuple(out)
