@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from ingest.frontmatter import parse_front_matter
 from kb import markup
 from kb.chunk import HEADING_SEPARATOR, Chunk
+from kb.sentences import ABBREVIATIONS
 
 __all__ = [
     "CHUNKER_VERSION",
@@ -85,10 +86,6 @@ _CLOSERS = "”’\"'）)]」』】》*_~"
 _TITLE_STOPPERS = tuple("。！？；.!?，,、…;")
 _COMMA_CHARS = "，、：；"  # full-width: always a place to cut an over-long sentence
 _ASCII_COMMAS = ",:;|"  # ASCII: only when followed by a space (not 1,000 or http://)
-_ABBREVIATIONS = frozenset(
-    "vs etc e.g i.e eg ie mr mrs ms dr prof fig figs no nos vol inc ltd co corp jr sr st "
-    "approx cf al eq sec ch pp p.s a.k.a u.s".split()
-)
 
 _BREAK_RE = re.compile(r"\r\n|\r|\n")
 _ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -841,7 +838,7 @@ def _is_abbreviation(source: str, dot: int, lo: int) -> bool:
     if word is None or word.end() != dot:
         return False
     token = word.group(1)
-    return token.lower() in _ABBREVIATIONS or (len(token) == 1 and token.isupper())
+    return token.lower() in ABBREVIATIONS or (len(token) == 1 and token.isupper())
 
 
 def _ends_sentence(text: str) -> bool:

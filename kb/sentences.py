@@ -11,7 +11,13 @@ SENTENCE_END = "。！？；!?;"
 CITATION_MARK = re.compile(
     r"\s*(?:\[\s*\d{1,2}(?:\s*[,，、\-–]\s*\d{1,2})*\s*\]|【\s*\d{1,2}(?:\s*[,，、]\s*\d{1,2})*\s*】)(?!\d)"
 )
-_ABBREVIATIONS = {"vs", "e.g", "eg", "i.e", "ie", "etc", "mr", "dr", "no", "fig", "al", "approx"}
+# Words whose trailing "." does not end a sentence; the one list for the sentence splitter here
+# and the chunker's sentence ends (ingest/chunking.py).
+ABBREVIATIONS = frozenset(
+    "vs etc e.g i.e eg ie mr mrs ms dr prof fig figs no nos vol inc ltd co corp jr sr st "
+    "approx cf al eq sec ch pp p.s a.k.a u.s".split()
+)
+_WORD_BEFORE_DOT = re.compile(r"(?:[A-Za-z]+(?:\.[A-Za-z]+)*|[0-9]+)$")
 _TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
 
 
@@ -70,8 +76,9 @@ def _sentences_in_line(line: str, base: int) -> list[Span]:
 
 
 def _abbreviation_or_number(line: str, dot: int) -> bool:
-    word = re.search(r"[A-Za-z0-9]+$", line[:dot])
-    return bool(word) and (word.group().isdigit() or word.group().lower() in _ABBREVIATIONS)
+    # "e.g." and "a.k.a." are dotted words: the whole "e.g" is looked up, not just its last letter.
+    word = _WORD_BEFORE_DOT.search(line, max(0, dot - 24), dot)
+    return bool(word) and (word.group().isdigit() or word.group().lower() in ABBREVIATIONS)
 
 
 def _trimmed(line: str, start: int, end: int, base: int) -> Span:

@@ -593,3 +593,12 @@ def test_an_admonition_stays_with_its_title_and_is_not_indexed_as_markup(opener:
     holder = chunk_at(chunks, opener, text)
     assert body.strip()[:40] in holder.text, "the admonition's marker was cut off from its body"
     assert not re.search(r"^\s*(:::|!!! |> \[!)", holder.index_text(), flags=re.M)
+
+
+def test_sentence_splitter_shares_the_chunkers_abbreviations() -> None:
+    from kb.sentences import split_sentences
+
+    text = "Use e.g. LoRA vs. full tuning. Version 3.5 works, a.k.a. the fast path. 然后停止。Done."
+    assert [s.text for s in split_sentences(text)] == [
+        "Use e.g. LoRA vs. full tuning.", "Version 3.5 works, a.k.a. the fast path.", "然后停止。", "Done."
+    ]
