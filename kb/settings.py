@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Index, caches, feedback and logs.")
 
     max_doc_mb: float = Field(20.0, gt=0, description="Larger files are skipped with a message.")
+    uploads_dir: Path | None = Field(
+        None, description="Where files uploaded in the UI or API go; unset = the docs folder."
+    )
 
     # --- Chroma -------------------------------------------------------------
     chroma_host: str | None = Field(None, description="Chroma server host; unset = embedded Chroma.")
