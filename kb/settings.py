@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     ui_password: SecretStr | None = None
     ui_allow_unauthenticated: bool = Field(False, description="Allow a non-loopback bind without a login.")
 
+    # --- HTTP API (/v1, served with the UI) ---------------------------------
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated keys for the /v1 API (Authorization: Bearer KEY); "
+                          "required when the server binds a non-loopback address.")
+    api_max_request_mb: float = Field(8.0, gt=0, description="Larger /v1 request bodies are refused (413).")
+
     @classmethod
     def settings_customise_sources(
         cls,
