@@ -100,20 +100,12 @@ def sanitize_filename(filename: str) -> str:
     """
     raw = unicodedata.normalize("NFC", str(filename or "")).replace("\x00", "")
     base = re.split(r"[\\/]", raw)[-1].strip()
-    out = []
-    for ch in base:
-        if ch.isalnum() or ch in _NAME_PUNCTUATION:
-            out.append(ch)
-        else:
-            out.append("_")
-    name = re.sub(r"_+", "_", "".join(out)).strip("._ ")
-    stem, dot, suffix = name.rpartition(".")
+    stem, dot, suffix = base.rpartition(".")
     if not dot:
-        stem, suffix = name, ""
-    suffix = suffix.lower()
-    stem = stem.strip("._ ") or "document"
-    room = MAX_NAME_CHARS - len(suffix) - 1
-    stem = stem[:room].rstrip("._ ") or "document"
+        stem, suffix = base, ""
+    suffix = "".join(ch for ch in suffix.lower() if ch.isascii() and ch.isalnum())
+    cleaned = "".join(ch if ch.isalnum() or ch in _NAME_PUNCTUATION else "_" for ch in stem)
+    stem = re.sub(r"_+", "_", cleaned).strip("._ ")[: MAX_NAME_CHARS - len(suffix) - 1].rstrip("._ ") or "document"
     return f"{stem}.{suffix}" if suffix else stem
 
 

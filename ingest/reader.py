@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kb.chunk import PDF_PAGE_JOIN
+
 log = logging.getLogger(__name__)
 
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
@@ -127,4 +129,7 @@ def _extract_rich(path: Path) -> str | Skipped:
             docs = HTMLTagReader(tag="body").load_data(file=path)
     except Exception as exc:
         return Skipped(path, f"could not be parsed as {suffix[1:].upper()} ({type(exc).__name__}: {exc})")
+    if suffix == ".pdf":
+        # One reader document per page; the page breaks stay in the text so offsets give the page.
+        return PDF_PAGE_JOIN.join(doc.text or "" for doc in docs)
     return "\n\n".join(doc.text for doc in docs if doc.text)

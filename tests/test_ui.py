@@ -27,8 +27,8 @@ from chat.answer import Answer, Citation, SentenceCheck
 from chat.assistant import Assistant
 from chat.passages import Passage
 from chat.ui import AssistantPool, ChatController, ChatSession, build_app, is_loopback, launch
-from chat.ui_feedback import FeedbackLog
-from chat.ui_render import SourceTurn, render_answer, render_sources, render_user
+from chat.ui.feedback import FeedbackLog
+from chat.ui.render import SourceTurn, render_answer, render_sources, render_user
 from kb.settings import Settings
 from tests.conftest import ROOT
 

@@ -18,7 +18,7 @@ import pytest
 
 from chat.assistant import Assistant
 from chat.ui import build_app
-from chat.ui_feedback import FeedbackLog
+from chat.ui.feedback import FeedbackLog
 from kb.settings import Settings
 from tests.conftest import ARTIFACTS
 

@@ -32,9 +32,9 @@ from chat.answer import Answer
 from chat.assistant import Assistant
 from chat.generation import GenerationError, OllamaBackend
 from chat.questions import QuestionError
-from chat.ui_assets import CSS, JS, theme
-from chat.ui_feedback import FeedbackLog
-from chat.ui_render import (
+from chat.ui.assets import CSS, JS, theme
+from chat.ui.feedback import FeedbackLog
+from chat.ui.render import (
     SOURCES_EMPTY,
     SourceTurn,
     render_answer,
