@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,16 @@ from chat.questions import (
     rule_based_standalone,
     validate,
 )
-from chat.retrieval import BM25, DENSE, BM25Retriever, DenseRetriever, FusionWeights, HybridRetriever, to_passages
+from chat.retrieval import (
+    BM25,
+    DENSE,
+    BM25Retriever,
+    DenseRetriever,
+    FusionWeights,
+    HybridRetriever,
+    resolve_scope,
+    to_passages,
+)
 from kb.embeddings import EmbeddingInfo, shared_embedding
 from kb.index import IndexMismatch, IndexView, KnowledgeBase
 from kb.settings import LlmBackend, Settings, get_settings
@@ -121,36 +130,39 @@ class Assistant:
             DENSE: DenseRetriever(self.kb, lambda: view, _LockedEmbedding(self), s.dense_depth),  # type: ignore[arg-type]
             BM25: BM25Retriever(lambda: view, s.bm25_depth),
         }
-        bm25_weight = s.bm25_weight if language == "zh" else s.bm25_weight_en
-        weights = FusionWeights(rrf_k=s.rrf_k, by_retriever=((DENSE, s.dense_weight), (BM25, bm25_weight)))
+        weights = FusionWeights.from_settings(s, language)
         return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights)
 
     # --- retrieval ---------------------------------------------------------------------
     def retrieve(self, question: str, k: int | None = None, *, variants: tuple[str, ...] = (),
-                 using: tuple[str, ...] = (DENSE, BM25)) -> list[Passage]:
+                 using: tuple[str, ...] = (DENSE, BM25), docs: Collection[str] | None = None) -> list[Passage]:
         """The ``k`` passages that best match ``question`` (dense + BM25, fused).
 
         ``variants`` are extra phrasings (e.g. a translation) fused into the same ranking;
-        ``using`` restricts retrieval to some retrievers, for comparisons.
+        ``using`` restricts retrieval to some retrievers, for comparisons; ``docs`` limits the
+        search to those documents (default: all).
         """
         text, notices = validate(question, self.settings.max_question_chars)
         for notice in notices:
             log.warning("%s", notice)
         view = self._view()
-        nodes = self._hybrid(view, using, detect_language(text)).retrieve_variants([text, *variants])
+        scope = resolve_scope(view, docs)
+        nodes = self._hybrid(view, using, detect_language(text)).retrieve_variants([text, *variants], scope)
         return to_passages(nodes[: k or self.settings.top_k], view)
 
     # --- answering ---------------------------------------------------------------------
-    def ask(self, question: str, history: History | None = None, *, k: int | None = None) -> Answer:
+    def ask(self, question: str, history: History | None = None, *, k: int | None = None,
+            docs: Collection[str] | None = None) -> Answer:
         """Answer ``question`` (with optional chat history) from the top ``k`` passages."""
         answer = None
-        for item in self.stream(question, history, k=k):
+        for item in self.stream(question, history, k=k, docs=docs):
             if isinstance(item, Answer):
                 answer = item
         assert answer is not None
         return answer
 
-    def stream(self, question: str, history: History | None = None, *, k: int | None = None) -> Iterator[str | Answer]:
+    def stream(self, question: str, history: History | None = None, *, k: int | None = None,
+               docs: Collection[str] | None = None) -> Iterator[str | Answer]:
         """Yield the answer's text as it is produced, then the final ``Answer``."""
         started = time.perf_counter()
         top_k = k or self.settings.top_k
@@ -166,7 +178,8 @@ class Assistant:
         retrieval_started = time.perf_counter()
         view = self._view()
         passages = to_passages(
-            self._hybrid(view, language=prepared.language).retrieve_variants([prepared.text, *variants])[:top_k],
+            self._hybrid(view, language=prepared.language).retrieve_variants(
+                [prepared.text, *variants], resolve_scope(view, docs))[:top_k],
             view,
         )
         timings = Timings(retrieval_ms=(time.perf_counter() - retrieval_started) * 1000)

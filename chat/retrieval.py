@@ -7,19 +7,85 @@ are made from the knowledge base's chunk table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from chat.passages import Passage
+from chat.questions import QuestionError
 from kb.index import IndexView, KnowledgeBase
+from kb.settings import Settings
 from kb.text import query_tokens
 
 DENSE = "dense"
 BM25 = "bm25"
+
+Scope = frozenset[str] | None  # document names a question may search; None = all
+
+
+def resolve_scope(view: IndexView, docs: Collection[str] | str | None) -> Scope:
+    """The documents a question searches: names as the knowledge base lists them (or their file name).
+
+    None or an empty list means every document. An unknown name is a ``QuestionError`` that
+    lists the documents there are, so the user can correct it.
+    """
+    if docs is None:
+        return None
+    names = [docs] if isinstance(docs, str) else list(docs)
+    if not names:
+        return None
+    known = sorted(view.manifest.docs)
+    by_file: dict[str, list[str]] = {}
+    for name in known:
+        by_file.setdefault(name.rsplit("/", 1)[-1], []).append(name)
+    chosen: set[str] = set()
+    unknown: list[str] = []
+    for raw in names:
+        name = str(raw).strip().replace("\\", "/")
+        if name in view.manifest.docs:
+            chosen.add(name)
+        elif len(by_file.get(name, [])) == 1:
+            chosen.add(by_file[name][0])
+        else:
+            unknown.append(str(raw))
+    if unknown:
+        raise QuestionError(
+            f"Unknown document(s): {', '.join(map(repr, unknown))}. The knowledge base holds: "
+            f"{', '.join(known)}. / 知识库中没有这些文档：{'、'.join(unknown)}。"
+        )
+    return frozenset(chosen)
+
+
+def _searchable(chunk: object) -> bool:
+    # Link-, image- or badge-only sections are kept for citations but never candidates; older
+    # indexes have no such field, and every chunk of theirs is a candidate.
+    return bool(getattr(chunk, "searchable", True))
+
+
+class _Candidates:
+    """Which chunks of a view may be returned, per scope; computed once per view and scope."""
+
+    def __init__(self) -> None:
+        self._view: IndexView | None = None
+        self._by_scope: dict[Scope, tuple[frozenset[str], np.ndarray]] = {}
+
+    def get(self, view: IndexView, scope: Scope) -> tuple[frozenset[str], np.ndarray]:
+        if view is not self._view:
+            self._view, self._by_scope = view, {}
+        if scope not in self._by_scope:
+            if len(self._by_scope) > 64:
+                self._by_scope.clear()
+            ids = frozenset(
+                cid for cid, chunk in view.chunks.items()
+                if _searchable(chunk) and (scope is None or chunk.doc in scope)
+            )
+            mask = np.fromiter((cid in ids for cid in view.bm25.ids), dtype=bool, count=len(view.bm25.ids))
+            self._by_scope[scope] = (ids, mask)
+        return self._by_scope[scope]
 
 
 def _node(chunk_id: str, view: IndexView, score: float, retriever: str, rank: int) -> NodeWithScore:
@@ -39,12 +105,17 @@ class DenseRetriever(BaseRetriever):
     def __init__(self, kb: KnowledgeBase, view: Callable[[], IndexView], embed: BaseEmbedding, depth: int) -> None:
         super().__init__()
         self._kb, self._view, self._embed, self._depth = kb, view, embed, depth
+        self._candidates = _Candidates()
+
+    def search(self, query: str, scope: Scope = None, vector: list[float] | None = None) -> list[NodeWithScore]:
+        view = self._view()
+        allowed, _ = self._candidates.get(view, scope)
+        vector = vector or self._embed.get_query_embedding(query)
+        hits = self._kb.dense_search(vector, self._depth, live=allowed, docs=scope)
+        return [_node(cid, view, score, DENSE, rank) for rank, (cid, score) in enumerate(hits, 1)]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        view = self._view()
-        vector = query_bundle.embedding or self._embed.get_query_embedding(query_bundle.query_str)
-        hits = self._kb.dense_search(vector, self._depth, live=view.chunks.keys())
-        return [_node(cid, view, score, DENSE, rank) for rank, (cid, score) in enumerate(hits, 1)]
+        return self.search(query_bundle.query_str, None, query_bundle.embedding)
 
 
 class BM25Retriever(BaseRetriever):
@@ -53,20 +124,36 @@ class BM25Retriever(BaseRetriever):
     def __init__(self, view: Callable[[], IndexView], depth: int) -> None:
         super().__init__()
         self._view, self._depth = view, depth
+        self._candidates = _Candidates()
+
+    def search(self, query: str, scope: Scope = None) -> list[NodeWithScore]:
+        view = self._view()
+        _, mask = self._candidates.get(view, scope)
+        hits = view.bm25.search(query_tokens(query), self._depth, allowed=mask)
+        return [_node(cid, view, score, BM25, rank) for rank, (cid, score) in enumerate(hits, 1)]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        view = self._view()
-        hits = view.bm25.search(query_tokens(query_bundle.query_str), self._depth)
-        return [_node(cid, view, score, BM25, rank) for rank, (cid, score) in enumerate(hits, 1)]
+        return self.search(query_bundle.query_str)
+
+
+def _default(name: str) -> float:
+    return float(Settings.model_fields[name].default)
 
 
 @dataclass(frozen=True)
 class FusionWeights:
-    rrf_k: float = 60.0
-    by_retriever: tuple[tuple[str, float], ...] = ((DENSE, 1.0), (BM25, 1.0))
+    """Weighted RRF parameters; the defaults are the settings' defaults (one source of the numbers)."""
+
+    rrf_k: float = _default("rrf_k")
+    by_retriever: tuple[tuple[str, float], ...] = ((DENSE, _default("dense_weight")), (BM25, _default("bm25_weight")))
 
     def weight(self, name: str) -> float:
         return dict(self.by_retriever).get(name, 1.0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, language: str = "zh") -> FusionWeights:
+        bm25 = settings.bm25_weight if language == "zh" else settings.bm25_weight_en
+        return cls(rrf_k=settings.rrf_k, by_retriever=((DENSE, settings.dense_weight), (BM25, bm25)))
 
 
 def fuse(result_lists: Sequence[tuple[str, list[NodeWithScore]]], weights: FusionWeights) -> list[NodeWithScore]:
@@ -102,12 +189,18 @@ class HybridRetriever(BaseRetriever):
         super().__init__()
         self._retrievers, self._weights = retrievers, weights
 
-    def retrieve_variants(self, queries: Sequence[str]) -> list[NodeWithScore]:
+    def retrieve_variants(self, queries: Sequence[str], scope: Scope = None) -> list[NodeWithScore]:
+        """Fused ranking of every query variant; ``scope`` limits it to some documents."""
         lists: list[tuple[str, list[NodeWithScore]]] = []
         for i, query in enumerate(queries):
             for name, retriever in self._retrievers.items():
                 label = name if i == 0 else f"{name}:variant{i}"
-                lists.append((label, retriever.retrieve(QueryBundle(query_str=query))))
+                if isinstance(retriever, DenseRetriever | BM25Retriever):
+                    hits = retriever.search(query, scope)
+                else:
+                    hits = retriever.retrieve(QueryBundle(query_str=query))
+                    hits = [h for h in hits if scope is None or h.node.metadata.get("doc") in scope]
+                lists.append((label, hits))
         return fuse(lists, self._weights)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -23,12 +23,23 @@ moving the offsets. Offsets count characters of the Python ``str``, not bytes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
+from ingest.frontmatter import parse_front_matter
+from kb import markup
 from kb.chunk import HEADING_SEPARATOR, Chunk
 
-__all__ = ["FAQ_TITLE", "PREAMBLE_TITLE", "chunk_markdown", "chunk_plain_text"]
+__all__ = [
+    "CHUNKER_VERSION",
+    "FAQ_TITLE",
+    "PREAMBLE_TITLE",
+    "chunk_markdown",
+    "chunk_plain_text",
+    "chunk_rst",
+    "chunk_text",
+]
 
 # Heading path of text before the first heading when the document has no single ``#`` title.
 PREAMBLE_TITLE = "文档说明"
@@ -50,6 +61,8 @@ _TABLE_INTRO = 6.0  # added in front of a table: its intro sentence belongs with
 _GLUE = 8.0  # added after a heading, a title line, or a line ending in a colon
 _COMMA = 10.0  # inside an over-long sentence, after a comma
 _FORBID = 40.0  # header row | separator row | first row of a table, fence markers
+_CODE_WHOLE = 30.0  # between two lines of a code block that would fit one chunk: keep it whole
+_LINKS_EDGE = -0.5  # between a block that is only links/badges and one with prose
 _HARD = 60.0  # last resort: an over-long run without any punctuation
 
 # --- costs of a chunk of length L ----------------------------------------------------------
@@ -57,6 +70,9 @@ _PER_CHUNK = 1.0  # fewer chunks is better, all else equal
 _BALANCE = 5.0  # * (L / max_chars) ** 2: a section near the limit splits at a good place if it has one
 _SMALL_BASE = 2.0  # a chunk under min_chars costs this much more ...
 _SMALL_SLOPE = 4.0  # ... plus this times how far it falls short
+# Merging whole sections into one chunk: each section that ends up labelled by an ancestor more
+# than one level above its own heading costs this much per level (siblings under their parent: 0).
+_MERGE_UP = 1.5
 
 _MAX_TITLE = 48  # a list item longer than this is prose, not a title
 _MAX_QUESTION = 64  # FAQ questions are kept whole up to this length in the heading path
@@ -76,6 +92,10 @@ _ABBREVIATIONS = frozenset(
 
 _BREAK_RE = re.compile(r"\r\n|\r|\n")
 _ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+# reStructuredText section adornment: one punctuation character repeated, nothing else.
+_RST_ADORNMENT_RE = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")
+_RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 _LIST_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
@@ -89,16 +109,53 @@ _ABBREV_RE = re.compile(r"([A-Za-z]+(?:\.[A-Za-z]+)*)$")
 _TITLE_COLON_RE = re.compile(r"：|:(?=\s|$)")
 
 
-def chunk_markdown(text: str, doc: str, *, max_chars: int = 900, min_chars: int = 120) -> list[Chunk]:
-    """Chunk a Markdown document along its headings, numbered sub-sections, topics and tables."""
+def chunk_text(
+    text: str, doc: str, fmt: str, *, max_chars: int = 900, min_chars: int = 120, title: str = ""
+) -> list[Chunk]:
+    """Chunk ``text`` read from a ``fmt`` file ("markdown", "rst" or "text")."""
+    if fmt == "markdown":
+        return chunk_markdown(text, doc, max_chars=max_chars, min_chars=min_chars, title=title)
+    if fmt == "rst":
+        return chunk_rst(text, doc, max_chars=max_chars, min_chars=min_chars, title=title)
+    return chunk_plain_text(text, doc, max_chars=max_chars, min_chars=min_chars, title=title)
+
+
+def chunk_markdown(
+    text: str, doc: str, *, max_chars: int = 900, min_chars: int = 120, title: str = ""
+) -> list[Chunk]:
+    """Chunk a Markdown (or MDX) document along its headings, numbered sub-sections, topics and tables.
+
+    YAML front matter is metadata, not text: no chunk covers it; its ``title`` (or ``title``) roots
+    the heading paths of a document that has no single ``#`` title.
+    """
+    min_chars = _checked_sizes(max_chars, min_chars)
+    front = parse_front_matter(text)
+    lines = _split_lines(text, front.end)
+    blocks = _scan_blocks(lines, markdown=True)
+    return _chunk_outline(text, doc, lines, blocks, max_chars, min_chars, title or front.title)
+
+
+def chunk_rst(text: str, doc: str, *, max_chars: int = 900, min_chars: int = 120, title: str = "") -> list[Chunk]:
+    """Chunk a reStructuredText document along its underlined (and over-and-underlined) headings.
+
+    ``code-block``/``code`` directives, ``::`` literal blocks and grid tables are code blocks:
+    kept whole up to ``max_chars``, and a ``#`` line inside them is code, not a heading.
+    """
     min_chars = _checked_sizes(max_chars, min_chars)
     lines = _split_lines(text)
-    blocks = _scan_blocks(lines, markdown=True)
-    sections = _merge_tiny_sections(_outline(lines, blocks), lines, min_chars)
-    spans: list[_Span] = []
+    return _chunk_outline(text, doc, lines, _scan_rst_blocks(lines), max_chars, min_chars, title)
+
+
+def _chunk_outline(
+    text: str, doc: str, lines: list[_Line], blocks: list[_Block], max_chars: int, min_chars: int, title: str
+) -> list[Chunk]:
+    sections = _merge_tiny_sections(_outline(lines, blocks, title), lines, min_chars)
+    pieces: list[_Piece] = []
     for section in sections:
-        spans.extend(_pack_section(text, lines, section, max_chars, min_chars))
-    return _to_chunks(text, doc, spans)
+        spans = _pack_section(text, lines, section, max_chars, min_chars)
+        for span in spans:
+            pieces.append(_Piece(span, whole=len(spans) == 1, links=_links_only(text[span.start : span.end])))
+    return _to_chunks(text, doc, _merge_siblings(text, pieces, max_chars, min_chars))
 
 
 def chunk_plain_text(
@@ -198,6 +255,13 @@ class _Span:
     context: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    span: _Span
+    whole: bool  # the span holds its whole section: it may merge with neighbouring whole sections
+    links: bool  # only links, images or badges
+
+
 def _checked_sizes(max_chars: int, min_chars: int) -> int:
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
@@ -212,11 +276,11 @@ def _checked_sizes(max_chars: int, min_chars: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _split_lines(text: str) -> list[_Line]:
+def _split_lines(text: str, start: int = 0) -> list[_Line]:
     # Our own splitter: str.splitlines() also breaks at \x0b, \x1c, \u2028 ..., which Markdown
     # does not, and we need the exact offsets of every line.
     lines: list[_Line] = []
-    pos = 1 if text.startswith("\ufeff") else 0  # a byte-order mark is not content
+    pos = max(start, 1 if text.startswith("\ufeff") else 0)  # a byte-order mark is not content
     for match in _BREAK_RE.finditer(text, pos):
         lines.append(_Line(pos, match.start(), text[pos : match.start()]))
         pos = match.end()
@@ -245,6 +309,9 @@ def _scan_blocks(lines: list[_Line], *, markdown: bool) -> list[_Block]:
             title = _clean_title(heading.group(2) or "")
             blocks.append(_Block("heading", i, i, blank_before, level=len(heading.group(1)), title=title))
             i += 1
+        elif markdown and (level := _setext_level(lines, i)):
+            blocks.append(_Block("heading", i, i + 1, blank_before, level=level, title=_clean_title(line.text)))
+            i += 2
         elif markdown and _RULE_RE.match(line.text):
             blocks.append(_Block("rule", i, i, blank_before))
             i += 1
@@ -268,6 +335,106 @@ def _scan_blocks(lines: list[_Line], *, markdown: bool) -> list[_Block]:
             i = end + 1
         blank_before = False
     return blocks
+
+
+def _setext_level(lines: list[_Line], i: int) -> int:
+    """1 or 2 when line i is a one-line paragraph underlined with ``===`` or ``---``, else 0."""
+    if i + 1 >= len(lines) or lines[i].indent > 3 or _LIST_RE.match(lines[i].text):
+        return 0
+    if lines[i].stripped.startswith((">", "|", "<")) or "|" in lines[i].text:
+        return 0
+    underline = _SETEXT_RE.match(lines[i + 1].text)
+    if not underline:
+        return 0
+    return 1 if underline.group(1)[0] == "=" else 2
+
+
+def _scan_rst_blocks(lines: list[_Line]) -> list[_Block]:
+    """Blocks of a reStructuredText document; heading levels follow the order adornments first appear."""
+    styles: list[tuple[str, bool]] = []
+    blocks: list[_Block] = []
+    blank_before = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.blank:
+            blank_before = True
+            i += 1
+            continue
+        heading = _rst_heading(lines, i)
+        if heading:
+            style, title, last = heading
+            if style not in styles:
+                styles.append(style)
+            blocks.append(_Block("heading", i, last, blank_before, level=styles.index(style) + 1, title=title))
+            i = last + 1
+        elif _RST_CODE_RE.match(line.text) or line.stripped.startswith(("+-", "+=")):
+            last = _indented_end(lines, i) if not line.stripped.startswith("+") else _grid_end(lines, i)
+            blocks.append(_Block("code", i, last, blank_before))
+            i = last + 1
+        else:
+            end = i
+            while end + 1 < len(lines) and not lines[end + 1].blank and not _rst_block_start(lines, end + 1, line):
+                end += 1
+            blocks.append(_Block("para", i, end, blank_before))
+            if lines[end].text.rstrip().endswith("::"):
+                # "::" introduces a literal block: the indented lines after it are code.
+                last = _indented_end(lines, end)
+                if last > end:
+                    blocks.append(_Block("code", end + 1, last, True))
+                    end = last
+            i = end + 1
+        blank_before = False
+    return [_trim_block(b, lines) for b in blocks]
+
+
+def _rst_heading(lines: list[_Line], i: int) -> tuple[tuple[str, bool], str, int] | None:
+    """(adornment style, title, last line) of a section title starting at line i, else None."""
+    over = _RST_ADORNMENT_RE.match(lines[i].text)
+    if over and i + 2 < len(lines) and not lines[i + 1].blank:
+        under = _RST_ADORNMENT_RE.match(lines[i + 2].text)
+        if under and under.group(1) == over.group(1):
+            return (over.group(1), True), _clean_title(lines[i + 1].text), i + 2
+    if over or lines[i].indent or i + 1 >= len(lines):
+        return None
+    under = _RST_ADORNMENT_RE.match(lines[i + 1].text)
+    if not under or lines[i + 1].indent:
+        return None
+    # docutils wants the underline at least as wide as the title; real files are often sloppier
+    # with CJK titles (two columns per character), so any underline of 3+ characters counts.
+    return (under.group(1), False), _clean_title(lines[i].text), i + 1
+
+
+def _rst_block_start(lines: list[_Line], i: int, first: _Line) -> bool:
+    line = lines[i]
+    if _LIST_RE.match(line.text) or line.indent < first.indent or _RST_CODE_RE.match(line.text):
+        return True
+    return _rst_heading(lines, i) is not None
+
+
+def _indented_end(lines: list[_Line], i: int) -> int:
+    """Last line of the block indented under line i (blank lines inside it allowed)."""
+    base, last = lines[i].indent, i
+    for k in range(i + 1, len(lines)):
+        if lines[k].blank:
+            continue
+        if lines[k].indent <= base:
+            break
+        last = k
+    return last
+
+
+def _grid_end(lines: list[_Line], i: int) -> int:
+    last = i
+    while last + 1 < len(lines) and lines[last + 1].stripped.startswith(("+", "|")):
+        last += 1
+    return last
+
+
+def _trim_block(block: _Block, lines: list[_Line]) -> _Block:
+    while block.last > block.first and lines[block.last].blank:
+        block.last -= 1
+    return block
 
 
 def _fence_end(lines: list[_Line], i: int, marker: str) -> int:
@@ -298,6 +465,8 @@ def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -
         return False
     if _FENCE_RE.match(line.text) or _ATX_RE.match(line.text) or _RULE_RE.match(line.text):
         return True
+    if _setext_level(lines, i) or _SETEXT_RE.match(line.text):
+        return True
     if _is_table_start(lines, i):
         return True
     return line.stripped.startswith(">") != first.stripped.startswith(">")
@@ -308,16 +477,20 @@ def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -
 # ---------------------------------------------------------------------------------------------
 
 
-def _outline(lines: list[_Line], blocks: list[_Block]) -> list[_Section]:
+def _outline(lines: list[_Line], blocks: list[_Block], title: str = "") -> list[_Section]:
     headings = [b for b in blocks if b.kind == "heading"]
     titles = [b.title for b in headings if b.level == 1 and b.title]
     # Text before the first heading (here: how the document was written) needs a path of its
-    # own; a document with a single "#" title gives it that title.
+    # own; a document with a single top-level title gives it that title, and a document
+    # without one roots every path in the title of its metadata (front matter), if any.
+    stack: list[tuple[int, str]] = []
     if len(titles) == 1:
         base: tuple[str, ...] = (titles[0],)
+    elif title:
+        base = (_clean_title(title),)
+        stack.append((0, base[0]))
     else:
         base = (PREAMBLE_TITLE,) if headings else ()
-    stack: list[tuple[int, str]] = []
     sections = [_Section(base)]
     sub_end: int | None = None  # last line of the numbered sub-section being filled
     for k, block in enumerate(blocks):
@@ -325,7 +498,7 @@ def _outline(lines: list[_Line], blocks: list[_Block]) -> list[_Section]:
             sections.append(_Section(base))  # back in the parent after the numbered item's body
             sub_end = None
         if block.kind == "heading":
-            while stack and stack[-1][0] >= block.level:
+            while stack and stack[-1][0] >= block.level and stack[-1][0] > 0:
                 stack.pop()
             stack.append((block.level, block.title))
             base = tuple(title for _, title in stack if title)
@@ -500,7 +673,7 @@ def _section_atoms(
         if not new:
             continue
         if atoms and previous is not None:
-            gap_base, gap_glue = _block_gap(source, previous, block, atoms[-1], glue_lines)
+            gap_base, gap_glue = _block_gap(source, lines, previous, block, atoms[-1], glue_lines)
             base.append(gap_base)
             glue.append(gap_glue)
         atoms.extend(new)
@@ -511,7 +684,7 @@ def _section_atoms(
 
 
 def _block_gap(
-    source: str, previous: _Block, block: _Block, last_atom: _Atom, glue_lines: set[int]
+    source: str, lines: list[_Line], previous: _Block, block: _Block, last_atom: _Atom, glue_lines: set[int]
 ) -> tuple[float, float]:
     base = _PARA if block.blank_before else _BLOCK
     glue = 0.0
@@ -523,7 +696,18 @@ def _block_gap(
         glue += _TABLE_INTRO
     if block.kind == "rule":
         glue += _GLUE  # a thematic break closes what precedes it
+    if _links_only(_block_text(source, lines, previous)) != _links_only(_block_text(source, lines, block)):
+        base += _LINKS_EDGE  # a badge row or link list is cut off from the prose next to it
     return base, glue
+
+
+def _block_text(source: str, lines: list[_Line], block: _Block) -> str:
+    return source[lines[block.first].start : lines[block.last].end]
+
+
+def _links_only(text: str) -> bool:
+    """Only links, images, badges or headings (see kb.markup): cited, never a candidate of its own."""
+    return markup.is_link_only(text)
 
 
 def _block_atoms(
@@ -546,11 +730,14 @@ def _block_atoms(
                 costs.append(inner[n])
 
     if block.kind in ("heading", "rule"):
-        add(lines[block.first].start, lines[block.first].end, block.first, 0.0)
+        add(lines[block.first].start, lines[block.last].end, block.first, 0.0)  # setext/RST: 2-3 lines
     elif block.kind == "code":
+        # A code block that fits a chunk is never cut; a bigger one is cut at its blank lines first.
+        fits = lines[block.last].end - lines[block.first].start <= max_chars
         for k in range(block.first, block.last + 1):
             edge = k in (block.first + 1, block.last)  # keep the fence markers on their code
-            add(lines[k].start, lines[k].end, k, _CODE_LINE + (_FORBID if edge else 0.0))
+            cost = _CODE_WHOLE if fits else _CODE_LINE - (1.0 if lines[k - 1].blank else 0.0)
+            add(lines[k].start, lines[k].end, k, cost + (_FORBID if edge else 0.0))
     elif block.kind == "table":
         table = _table_info(lines, block)
         has_separator = bool(table.separator)
@@ -824,19 +1011,107 @@ def _table_context(first: _Atom) -> str:
     return "\n".join(part for part in (first.table.header, first.table.separator) if part)
 
 
+def _merge_siblings(source: str, pieces: list[_Piece], max_chars: int, min_chars: int) -> list[_Span]:
+    """Join runs of whole small sections (siblings under one parent, mostly) into chunks up to ``max_chars``.
+
+    A FAQ whose every question is a heading, or an API reference with a "Request" and a "Response"
+    sub-heading per call, would otherwise give one tiny chunk per heading, each sharing its
+    parent's words through the heading path. Merged, the chunk is labelled with the common parent
+    and keeps each section's own heading line in its text. Only whole sections merge (a piece of a
+    split section stays where its section's packing put it), and link lists merge only with link
+    lists. The cut is the cheapest by the same chunk costs as inside a section.
+    """
+    n = len(pieces)
+    best = [0.0] + [float("inf")] * n
+    back = [0] * (n + 1)
+    for j in range(1, n + 1):
+        last = pieces[j - 1]
+        for i in range(j - 1, -1, -1):
+            first = pieces[i]
+            length = last.span.end - first.span.start
+            if i < j - 1 and (
+                length > max_chars
+                or not (first.whole and last.whole)
+                or first.links != last.links
+            ):
+                break
+            group = pieces[i:j]
+            cost = best[i] + _chunk_cost(length, max_chars, min_chars) + _merge_up_cost([p.span.path for p in group])
+            if cost < best[j] - 1e-9:
+                best[j], back[j] = cost, i
+    runs: list[tuple[int, int]] = []
+    j = n
+    while j > 0:
+        runs.append((back[j], j))
+        j = back[j]
+    spans = []
+    for i, j in reversed(runs):
+        group = pieces[i:j]
+        if len(group) == 1:
+            spans.append(group[0].span)
+            continue
+        paths = [p.span.path for p in group]
+        weights = [_non_space(source[p.span.start : p.span.end]) for p in group]
+        spans.append(_Span(group[0].span.start, group[-1].span.end, _label(paths, weights), group[0].span.context))
+    return spans
+
+
+def _merge_up_cost(paths: list[tuple[str, ...]]) -> float:
+    if len(paths) < 2:
+        return 0.0
+    common = len(paths[0])
+    for path in paths[1:]:
+        n = 0
+        while n < min(common, len(path)) and paths[0][n] == path[n]:
+            n += 1
+        common = n
+    return _MERGE_UP * sum(max(0, len(p) - 1 - common) for p in paths)
+
+
 def _to_chunks(source: str, doc: str, spans: list[_Span]) -> list[Chunk]:
-    return [
-        Chunk(
-            doc=doc,
-            section=HEADING_SEPARATOR.join(p for p in span.path if p),
-            text=source[span.start : span.end],
-            start=span.start,
-            end=span.end,
-            index=index,
-            context=span.context,
+    chunks = []
+    for index, span in enumerate(spans):
+        text = source[span.start : span.end]
+        chunks.append(
+            Chunk(
+                doc=doc,
+                section=HEADING_SEPARATOR.join(p for p in span.path if p),
+                text=text,
+                start=span.start,
+                end=span.end,
+                index=index,
+                context=span.context,
+                searchable=not _links_only(text),
+            )
         )
-        for index, span in enumerate(spans)
-    ]
+    return chunks
+
+
+def _parameters() -> dict[str, object]:
+    """Every module-level constant that shapes chunks (costs, limits, patterns, titles), and markup's."""
+    found: dict[str, object] = {}
+    for module_name, namespace in (("chunking", globals()), ("markup", vars(markup))):
+        for name, value in sorted(namespace.items()):
+            if not name.lstrip("_").isupper() or name in ("__all__", "CHUNKER_VERSION"):
+                continue
+            if isinstance(value, re.Pattern):
+                value = (value.pattern, value.flags)
+            elif isinstance(value, frozenset | set):
+                value = sorted(value)
+            elif not isinstance(value, int | float | str | tuple | list):
+                continue
+            found[f"{module_name}.{name}"] = value
+    return found
+
+
+# Derived, not bumped by hand: changing a cost, a limit or a pattern re-chunks every document.
+# (Code changes that do not touch a constant should bump _ALGORITHM.)
+_ALGORITHM = 3
+def _version_of(parameters: dict[str, object]) -> str:
+    return hashlib.sha256(repr(sorted(parameters.items())).encode()).hexdigest()[:16]
+
+
+CHUNKER_VERSION = _version_of(_parameters())
 
 
 # ---------------------------------------------------------------------------------------------

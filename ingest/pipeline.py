@@ -17,17 +17,15 @@ from pathlib import Path
 
 from llama_index.core.embeddings import BaseEmbedding
 
-from ingest.chunking import chunk_markdown, chunk_plain_text
+from ingest.chunking import CHUNKER_VERSION, chunk_text
 from ingest.reader import Skipped, SourceDocument, discover, read_document
 from kb.chunk import Chunk
 from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime
 from kb.index import DocEntry, KnowledgeBase, KnowledgeBaseError, Manifest, chunk_id
 from kb.settings import Settings
+from kb.vector_cache import cached_passage_embeddings
 
 log = logging.getLogger(__name__)
-
-# Bump when chunking changes in a way that should re-chunk every document.
-CHUNKING_VERSION = 2
 
 
 class IngestError(KnowledgeBaseError):
@@ -66,13 +64,13 @@ class IngestReport:
 
 
 def chunk_document(doc: SourceDocument, settings: Settings) -> list[Chunk]:
-    chunker = chunk_markdown if doc.is_markdown else chunk_plain_text
-    return chunker(doc.text, doc.name, max_chars=settings.chunk_max_chars, min_chars=settings.chunk_min_chars)
+    return chunk_text(doc.text, doc.name, doc.format, max_chars=settings.chunk_max_chars,
+                      min_chars=settings.chunk_min_chars, title=doc.title)
 
 
-def chunking_config(settings: Settings) -> dict[str, int | bool]:
+def chunking_config(settings: Settings) -> dict[str, int | bool | str]:
     return {
-        "version": CHUNKING_VERSION,
+        "version": CHUNKER_VERSION,  # a hash of the chunker's constants: any change re-chunks
         "max_chars": settings.chunk_max_chars,
         "min_chars": settings.chunk_min_chars,
         "sentence_vectors": settings.sentence_vectors,
@@ -165,7 +163,12 @@ def run_ingest(
                 ids = [chunk_id(key, i) for i in range(len(chunks))]
                 units = [chunk.sentence_units() if settings.sentence_vectors else [] for chunk in chunks]
                 texts = [chunk.index_text() for chunk in chunks] + [u for per_chunk in units for u in per_chunk]
-                vectors = emb.get_text_embedding_batch(texts, show_progress=len(texts) > 16)
+                # Texts embedded before by this model (an earlier chunking, another data folder) come from the cache.
+                vectors, computed = cached_passage_embeddings(
+                    settings, info.model, info.runtime, texts,
+                    lambda todo: emb.get_text_embedding_batch(todo, show_progress=len(todo) > 16),
+                )
+                log.info("%s: embedded %d of %d texts (the rest from the vector cache)", doc.name, computed, len(texts))
                 kb.add_chunks(ids, chunks, vectors[: len(chunks)], _regroup(vectors[len(chunks) :], units))
                 new_chunks.update(zip(ids, chunks, strict=True))
                 new_docs[doc.name] = DocEntry(

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from ingest.frontmatter import parse_front_matter
 
 from kb.chunk import PDF_PAGE_JOIN
 
 log = logging.getLogger(__name__)
 
-MARKDOWN_SUFFIXES = {".md", ".markdown"}
+MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
+RST_SUFFIXES = {".rst", ".rest"}
 TEXT_SUFFIXES = {".txt"}
 RICH_SUFFIXES = {".pdf", ".html", ".htm", ".docx"}
-SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | TEXT_SUFFIXES | RICH_SUFFIXES
+SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | RST_SUFFIXES | TEXT_SUFFIXES | RICH_SUFFIXES
+PDF_MAGIC = b"%PDF-"
+
+TextFormat = Literal["markdown", "rst", "text"]
 TEXT_ENCODINGS = ("utf-8-sig", "gb18030")
 
 
@@ -26,10 +34,25 @@ class SourceDocument:
     text: str
     sha256: str  # of the raw bytes: any change to the file is a change
     size: int
+    metadata: dict[str, str] = field(default_factory=dict)  # YAML front matter of Markdown/MDX files
+
+    @property
+    def format(self) -> TextFormat:
+        """How the text is structured: decides which chunker reads its outline."""
+        suffix = self.path.suffix.lower()
+        if suffix in MARKDOWN_SUFFIXES:
+            return "markdown"
+        if suffix in RST_SUFFIXES:
+            return "rst"
+        return "text"
 
     @property
     def is_markdown(self) -> bool:
-        return self.path.suffix.lower() in MARKDOWN_SUFFIXES
+        return self.format == "markdown"
+
+    @property
+    def title(self) -> str:
+        return self.metadata.get("title", "")
 
 
 @dataclass(frozen=True)
@@ -83,14 +106,20 @@ def read_document(candidate: Candidate, max_bytes: int) -> SourceDocument | Skip
         return Skipped(path, f"cannot be read ({exc.strerror or exc})")
     suffix = path.suffix.lower()
     if suffix in RICH_SUFFIXES:
-        text_or_reason = _extract_rich(path)
+        text_or_reason = _extract_rich(path, raw)
     else:
         text_or_reason = decode_text(raw)
     if isinstance(text_or_reason, Skipped):
         return Skipped(path, text_or_reason.reason)
     if not text_or_reason.strip():
         return Skipped(path, "is empty (no text)")
-    return SourceDocument(candidate.name, path, text_or_reason, hashlib.sha256(raw).hexdigest(), size)
+    metadata: dict[str, str] = {}
+    if suffix in MARKDOWN_SUFFIXES:
+        front = parse_front_matter(text_or_reason)
+        if front.end and not text_or_reason[front.end :].strip():
+            return Skipped(path, "is empty (only YAML front matter, no text)")
+        metadata = front.fields
+    return SourceDocument(candidate.name, path, text_or_reason, hashlib.sha256(raw).hexdigest(), size, metadata)
 
 
 def decode_text(raw: bytes) -> str | Skipped:
@@ -116,15 +145,16 @@ def _mostly_control_characters(text: str) -> bool:
     return bool(sample) and controls / len(sample) > 0.05
 
 
-def _extract_rich(path: Path) -> str | Skipped:
-    """PDF, HTML and DOCX through llama-index's file readers."""
-    from llama_index.readers.file import DocxReader, HTMLTagReader, PDFReader
-
+def _extract_rich(path: Path, raw: bytes) -> str | Skipped:
+    """PDF with pypdf; HTML and DOCX through llama-index's file readers."""
     suffix = path.suffix.lower()
-    reader = {".pdf": PDFReader, ".docx": DocxReader}.get(suffix)
+    if suffix == ".pdf":
+        return _extract_pdf(raw)
+    from llama_index.readers.file import DocxReader, HTMLTagReader
+
     try:
-        if reader is not None:
-            docs = reader().load_data(file=path)
+        if suffix == ".docx":
+            docs = DocxReader().load_data(file=path)
         else:
             docs = HTMLTagReader(tag="body").load_data(file=path)
     except Exception as exc:
@@ -133,3 +163,37 @@ def _extract_rich(path: Path) -> str | Skipped:
         # One reader document per page; the page breaks stay in the text so offsets give the page.
         return PDF_PAGE_JOIN.join(doc.text or "" for doc in docs)
     return "\n\n".join(doc.text for doc in docs if doc.text)
+
+
+def _extract_pdf(raw: bytes) -> str | Skipped:
+    """Text of every page, read once (llama-index's PDFReader retries three times and repeats
+    pypdf's warnings each time; a file that is not a PDF deserves one clear line)."""
+    import io
+
+    import pypdf
+    from pypdf.errors import PyPdfError
+
+    if PDF_MAGIC not in raw[:1024]:
+        return Skipped(Path(), "is not a valid PDF (no %PDF header; is it another kind of file renamed .pdf?)")
+    try:
+        with _quiet("pypdf"):
+            reader = pypdf.PdfReader(io.BytesIO(raw))
+            pages = [page.extract_text() or "" for page in reader.pages]
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
+        return Skipped(Path(), f"is not a valid PDF ({type(exc).__name__}: {exc})")
+    text = "\n\n".join(p.strip() for p in pages if p.strip())
+    if not text:
+        return Skipped(Path(), "is a PDF without extractable text (a scan? run OCR first)")
+    return text
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    # pypdf logs every recoverable oddity as a warning; the one outcome that matters is reported.
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -48,11 +48,18 @@ class BM25Index:
         weights = sparse.csc_matrix((data, (tf_coo.row, tf_coo.col)), shape=tf_matrix.shape)
         return cls(list(ids), vocab, weights)
 
-    def search(self, tokens: list[str], k: int) -> list[tuple[str, float]]:
+    def scores(self, tokens: list[str]) -> np.ndarray:
+        """BM25 score of every indexed text for the query ``tokens`` (a repeated token counts again)."""
         cols = [self.vocab[t] for t in tokens if t in self.vocab]
         if not cols or not self.ids:
-            return []
-        scores = np.asarray(self.weights[:, cols].sum(axis=1)).ravel()
+            return np.zeros(len(self.ids))
+        return np.asarray(self.weights[:, cols].sum(axis=1)).ravel()
+
+    def search(self, tokens: list[str], k: int, allowed: np.ndarray | None = None) -> list[tuple[str, float]]:
+        """The ``k`` best-scoring texts; ``allowed`` (a boolean mask over ``ids``) limits the candidates."""
+        scores = self.scores(tokens)
+        if allowed is not None and len(scores):
+            scores = np.where(allowed, scores, 0.0)
         k = min(k, int((scores > 0).sum()))
         if k == 0:
             return []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
+from kb.markup import clean_markup, prose_words
 from kb.sentences import split_sentences
 
 HEADING_SEPARATOR = " > "
@@ -44,6 +46,9 @@ class Chunk:
     ``text`` is exactly that slice, so a citation can always point back at the file.
     ``context`` is text that is *not* in the span but is needed to read it (a table's
     header row when a long table is split); it is indexed, never quoted.
+    ``searchable`` is False for a chunk that is only links, images or badges (a table of
+    contents, a badge row): it stays in the knowledge base for citations, but is not a
+    retrieval candidate on its own -- its link texts match questions it cannot answer.
     """
 
     doc: str  # path relative to the docs folder, with forward slashes
@@ -53,27 +58,56 @@ class Chunk:
     end: int
     index: int = 0  # position of the chunk within its document
     context: str = ""
+    searchable: bool = True
 
     def index_text(self) -> str:
-        """What retrievers see: the heading path in front of the text."""
+        """What retrievers see: the heading path, the context, and the text without markup noise."""
         parts = [self.section] if self.section else []
         if self.context:
-            parts.append(self.context)
-        parts.append(self.text)
-        return "\n".join(parts)
+            parts.append(clean_markup(self.context))
+        parts.append(clean_markup(self.text))
+        return "\n".join(p for p in parts if p)
 
-    def to_metadata(self) -> dict[str, str | int]:
+    def to_metadata(self) -> dict[str, str | int | bool]:
+        """Every field, in types a Chroma record accepts."""
         return asdict(self)
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], document: str | None = None) -> Chunk:
+        """A chunk from :meth:`to_metadata`'s dict; also reads records written before ``text`` and
+        ``searchable`` were stored (their text is the end of ``document``, after ``prefix_len``)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in meta.items() if k in known}
+        if "text" not in values:
+            if document is None:
+                raise ValueError("a chunk record without its text needs the stored document")
+            values["text"] = document[int(meta.get("prefix_len", 0)) :]
+        return cls(
+            doc=str(values["doc"]),
+            section=str(values.get("section", "")),
+            text=str(values["text"]),
+            start=int(values["start"]),
+            end=int(values["end"]),
+            index=int(values.get("index", 0)),
+            context=str(values.get("context", "")),
+            searchable=bool(values.get("searchable", True)),
+        )
 
     def sentence_units(self) -> list[str]:
         """Each sentence or table row with the heading path in front, embedded besides the whole chunk.
 
         A question usually targets one sentence; its embedding is not diluted by the rest
         of an 800-character chunk, which lifts dense retrieval of paraphrases and of
-        English questions over Chinese text.
+        English questions over Chinese text. Units that are only markup (a badge, a link) are left out.
         """
+        if not self.searchable:
+            return []
         units = []
         for span in split_sentences(self.text):
-            if len(_WORDISH.findall(span.text)) >= MIN_UNIT_CHARS:
-                units.append(f"{self.section}\n{span.text}" if self.section else span.text)
+            if not prose_words(span.text):
+                continue  # a badge, an image or a bare link
+            unit = clean_markup(span.text)
+            if len(_WORDISH.findall(unit)) >= MIN_UNIT_CHARS:
+                units.append(f"{self.section}\n{unit}" if self.section else unit)
         return units
+

@@ -316,18 +316,29 @@ class KnowledgeBase:
             )
         return found
 
-    def dense_search(self, vector: list[float], k: int, live: Collection[str]) -> list[tuple[str, float]]:
+    def dense_search(self, vector: list[float], k: int, live: Collection[str],
+                     docs: Collection[str] | None = None) -> list[tuple[str, float]]:
         """Nearest live chunks: the best cosine of the chunk itself or any of its sentences.
 
-        Orphans of an unfinished ingest are skipped, so a few more than ``k`` are asked for.
+        Orphans of an unfinished ingest (and chunks that are not candidates) are skipped, so a
+        few more than ``k`` are asked for. ``docs`` limits the search to those documents
+        through Chroma metadata filters (sentences carry their chunk's id).
         """
         scores: dict[str, float] = {}
+        chunk_where: dict[str, Any] | None = None
+        sentence_where: dict[str, Any] | None = None
+        if docs is not None:
+            chunk_where = {"doc": {"$in": sorted(docs)}}
+            if not live:
+                return []
+            # A very wide scope would exceed SQLite's variable limit; there the live filter below suffices.
+            sentence_where = {"chunk_id": {"$in": sorted(live)}} if len(live) <= 5000 else None
         got = self._call(self.chunks_collection().query, query_embeddings=[vector], n_results=k + 16,
-                         include=["distances"])
+                         where=chunk_where, include=["distances"])
         for cid, dist in zip(got["ids"][0], got["distances"][0], strict=True):
             scores[cid] = 1.0 - dist
         got = self._call(self.sentences_collection().query, query_embeddings=[vector], n_results=4 * k + 16,
-                         include=["distances", "metadatas"])
+                         where=sentence_where, include=["distances", "metadatas"])
         for meta, dist in zip(got["metadatas"][0], got["distances"][0], strict=True):
             cid = meta["chunk_id"]
             scores[cid] = max(scores.get(cid, -1.0), 1.0 - dist)

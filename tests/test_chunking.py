@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.chunking import FAQ_TITLE, PREAMBLE_TITLE, chunk_markdown, chunk_plain_text
+from ingest.chunking import FAQ_TITLE, PREAMBLE_TITLE, chunk_markdown, chunk_plain_text, chunk_text
+from ingest.frontmatter import parse_front_matter
 from kb.chunk import HEADING_SEPARATOR, Chunk
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "kb" / "docs" / "llm-primer.md"
@@ -342,10 +343,10 @@ def test_numbered_items_become_sections_only_with_a_real_body() -> None:
     )
     chunks = chunk_markdown(text, "n.md", max_chars=200, min_chars=20)
     assert_well_formed(text, chunks, 200)
-    assert chunk_at(chunks, "普通的一句话", text).section == "总览"
+    assert chunk_at(chunks, "普通的一句话", text).section.startswith("总览")  # may join its first sub-section
     assert chunk_at(chunks, "子项目二", text).section == "总览 > 第一主题"
     assert chunk_at(chunks, "2. 第二主题", text).section == "总览 > 第二主题：副标题"
-    assert chunk_at(chunks, "结尾段落", text).section == "总览"
+    assert chunk_at(chunks, "结尾段落", text).section.startswith("总览")
     assert "没有正文的标题" not in path_elements(chunks)
 
 
@@ -412,3 +413,158 @@ def test_invalid_sizes_are_rejected() -> None:
         chunk_markdown("正文。", "v.md", min_chars=-1)
     # A minimum above the maximum cannot be honoured, but is not an error.
     assert chunk_markdown("正文。", "v.md", max_chars=200, min_chars=500)[0].text == "正文。"
+
+
+# --- every document of the development corpus (and the seed), whatever its shape --------------
+
+DEV_DIR = Path(__file__).resolve().parents[1] / "eval" / "corpora" / "dev" / "docs"
+CORPUS = [*sorted(DEV_DIR.iterdir()), DOC_PATH]
+FORMATS = {".md": "markdown", ".mdx": "markdown", ".rst": "rst"}
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+_LINK_OR_IMAGE = re.compile(r"!?\[[^\]\n]*\]\([^)\n]*\)|https?://\S+|<[^>\n]+>|[A-Za-z0-9+/]{80,}=*")
+
+
+def corpus_chunks(path: Path, max_chars: int = 900) -> tuple[str, list[Chunk]]:
+    text = path.read_text(encoding="utf-8")
+    fmt = FORMATS[path.suffix]
+    return text, chunk_text(text, path.name, fmt, max_chars=max_chars, min_chars=120,
+                            title=parse_front_matter(text).title)
+
+
+def fenced_blocks(source: str) -> list[tuple[int, int]]:
+    """(start, end) of every fenced code block, fences included (Markdown; reStructuredText has none)."""
+    blocks, pos, opened, marker = [], 0, None, ""
+    if re.search(r"^\.\. ", source, flags=re.M):
+        return []
+    for line in source.splitlines(keepends=True):
+        fence = _FENCE.match(line)
+        if opened is None and fence:
+            opened, marker = pos + len(line) - len(line.lstrip()), fence.group(1)
+        elif opened is not None and line.strip().startswith(marker) and not line.strip().strip(marker[0]):
+            blocks.append((opened, pos + len(line.rstrip())))
+            opened = None
+        pos += len(line)
+    return blocks
+
+
+def outside(blocks: list[tuple[int, int]], start: int) -> bool:
+    return not any(s <= start < e for s, e in blocks)
+
+
+@pytest.fixture(scope="module", params=CORPUS, ids=lambda p: p.name)
+def corpus_doc(request: pytest.FixtureRequest) -> tuple[Path, str, list[Chunk]]:
+    text, chunks = corpus_chunks(request.param)
+    return request.param, text, chunks
+
+
+def test_dev_corpus_is_shipped_with_every_shape() -> None:
+    suffixes = {p.suffix for p in CORPUS}
+    assert len(CORPUS) == 10 and suffixes == {".md", ".mdx", ".rst"}
+
+
+def test_corpus_chunks_slice_the_source_within_size(corpus_doc: tuple[Path, str, list[Chunk]]) -> None:
+    _, text, chunks = corpus_doc
+    assert chunks
+    body = parse_front_matter(text).end
+    assert_well_formed(text[:body].replace(text[:body], " " * body) + text[body:], chunks, 900)
+
+
+def test_corpus_code_blocks_below_the_limit_stay_whole(corpus_doc: tuple[Path, str, list[Chunk]]) -> None:
+    _, text, chunks = corpus_doc
+    for start, end in fenced_blocks(text):
+        if end - start <= 900:
+            holders = [c for c in chunks if c.start <= start and end <= c.end]
+            assert len(holders) == 1, f"code block split: {text[start : start + 60]!r}"
+
+
+def test_corpus_code_comments_are_never_headings(corpus_doc: tuple[Path, str, list[Chunk]]) -> None:
+    _, text, chunks = corpus_doc
+    elements = path_elements(chunks)
+    for start, end in fenced_blocks(text):
+        for line in text[start:end].splitlines()[1:]:
+            if line.strip().startswith("#"):
+                assert line.strip().lstrip("#").strip() not in elements or re.search(
+                    rf"^ {{0,3}}#+ +{re.escape(line.strip().lstrip('#').strip())}\s*$", text, flags=re.M
+                ), line
+
+
+def test_corpus_table_rows_travel_with_their_header(corpus_doc: tuple[Path, str, list[Chunk]]) -> None:
+    _, text, chunks = corpus_doc
+    code = fenced_blocks(text)
+    for rows in markdown_tables(text):
+        if not outside(code, rows[0][0]) or len(rows) < 2 or not re.match(r"^\|?\s*:?-", text[rows[1][0]:rows[1][1]]):
+            continue  # a diagram or a pipe inside code, or a row without a separator: not a table
+        header = text[rows[0][0] : rows[0][1]]
+        for start, end in rows:
+            holder = [c for c in chunks if c.start <= start and end <= c.end]
+            if end - start > 900:
+                continue  # a single row over the limit must be cut
+            assert len(holder) == 1, f"row split across chunks: {text[start:end][:40]!r}"
+            assert header in holder[0].text or header in holder[0].context
+
+
+def test_corpus_link_lists_are_not_candidates(corpus_doc: tuple[Path, str, list[Chunk]]) -> None:
+    _, _, chunks = corpus_doc
+    for c in chunks:
+        own = _LINK_OR_IMAGE.sub(" ", c.text)
+        own = re.sub(r"^#+ .*$", " ", own, flags=re.M)
+        words = re.findall(r"[\u4e00-\u9fff]|[A-Za-z0-9]+", own)
+        if c.searchable:
+            assert len(words) >= 2, f"a searchable chunk with no words of its own: {c.text[:80]!r}"
+        else:
+            assert len(words) < 8, f"prose marked unsearchable: {c.text[:80]!r}"
+
+
+def test_corpus_index_text_has_no_markup_noise(corpus_doc: tuple[Path, str, list[Chunk]]) -> None:
+    _, _, chunks = corpus_doc
+    for c in chunks:
+        indexed = c.index_text()
+        assert not re.search(r"</?(details|summary|img|p|div|a|br)\b", indexed), indexed[:200]
+        assert "[![" not in indexed and "](http" not in indexed and "img.shields.io" not in indexed
+        assert not re.search(r"[A-Za-z0-9+/]{80,}", indexed), "base64 blob in the indexed text"
+        assert not re.search(r"^\s*(:::|!!! |> \[!)", indexed, flags=re.M), "admonition marker indexed"
+
+
+def test_badges_and_table_of_contents_are_kept_but_not_searchable() -> None:
+    text, chunks = corpus_chunks(DEV_DIR / "zh_llamafactory_readme.md")
+    first = chunks[0]
+    assert "img.shields.io" in first.text and not first.searchable  # kept, for citations
+    toc = chunk_at(chunks, "- [项目特色](#项目特色)", text)
+    assert not toc.searchable
+    assert all(c.searchable for c in chunks if "## 项目特色" in c.text)
+
+
+def test_faq_questions_merge_yet_each_answer_stays_with_its_question() -> None:
+    text, chunks = corpus_chunks(DEV_DIR / "zh_ms_swift_faq.md")
+    questions = [m.start() for m in re.finditer(r"^### Q\d+", text, flags=re.M)]
+    assert len(questions) > 100
+    assert len(chunks) < len(questions), "sibling questions should share chunks"
+    assert any(c.text.count("### Q") >= 2 for c in chunks)
+    bounds = [m.start() for m in re.finditer(r"^#{1,3} ", text, flags=re.M)] + [len(text)]
+    for start in questions:
+        end = next(b for b in bounds if b > start)
+        section = text[start:end].rstrip()
+        if len(section) <= 900:
+            holder = chunk_at(chunks, section, text)
+            # Merged questions are labelled by their common parent, never by one sibling.
+            if holder.text.count("### Q") >= 2:
+                assert "Q" not in holder.section.split(HEADING_SEPARATOR)[-1][:2]
+
+
+def test_api_reference_request_and_response_headings_merge() -> None:
+    _, chunks = corpus_chunks(DEV_DIR / "en_ollama_api.md")
+    pairs = [c for c in chunks if "##### Request" in c.text and "##### Response" in c.text]
+    assert pairs, "no small request/response pair shares a chunk"
+    for c in pairs:  # labelled by the example both belong to, not by "Request"
+        assert not c.section.endswith(("> Request", "> Response"))
+
+
+def test_chunker_version_is_derived_from_its_parameters() -> None:
+    import ingest.chunking as chunking
+
+    assert re.fullmatch(r"[0-9a-f]{16}", chunking.CHUNKER_VERSION)
+    params = chunking._parameters()
+    assert "chunking._PER_CHUNK" in params and "markup.MIN_PROSE_WORDS" in params
+    changed = dict(params, **{"chunking._PER_CHUNK": params["chunking._PER_CHUNK"] + 1})
+    assert chunking._version_of(changed) != chunking.CHUNKER_VERSION
+    assert chunking._version_of(params) == chunking.CHUNKER_VERSION

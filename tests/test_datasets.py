@@ -195,3 +195,102 @@ def test_claims_size_and_balance():
     share = sum(row["supported"] for row in rows) / len(rows)
     assert 0.45 <= share <= 0.55, f"supported share {share:.2f}"
     assert {row["lang"] for row in rows} == LANGS, "claims should include both languages"
+
+
+# ---------------------------------------------------------------- the dev corpus and dev_qa.jsonl
+
+DEV = ROOT / "eval" / "corpora" / "dev"
+DEV_QA = ROOT / "eval" / "datasets" / "dev_qa.jsonl"
+DEV_TYPES = {"single", "table", "paraphrase", "multi", "crosslingual", "code", "unanswerable"}
+DEV_KEYS = QA_KEYS | {"doc"}
+
+
+@cache
+def dev_rows() -> tuple[dict, ...]:
+    return tuple(load_jsonl(DEV_QA))
+
+
+@cache
+def dev_text(doc: str) -> str:
+    return (DEV / "docs" / doc).read_text(encoding="utf-8")
+
+
+def dev_split() -> dict[str, str]:
+    """doc -> split, from the table in SPLIT.md (the one place the split is written down)."""
+    rows = re.findall(r"^\| (tune|test) \| `([^`]+)` \|", (DEV / "SPLIT.md").read_text(encoding="utf-8"), re.MULTILINE)
+    return {doc: split for split, doc in rows}
+
+
+def test_dev_corpus_is_byte_exact():
+    import hashlib
+
+    sources = (DEV / "SOURCES.md").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"### \d+\. `docs/([^`]+)`.*?SHA-256: `([0-9a-f]{64})`", sources, re.DOTALL))
+    listed |= {f"../LICENSES/{name}": sha for name, sha in
+               re.findall(r"\| `LICENSES/([^`]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|", sources)}
+    assert len(listed) == 11, f"SOURCES.md lists {len(listed)} files"
+    on_disk = {p.name for p in (DEV / "docs").iterdir()}
+    assert on_disk == {n for n in listed if not n.startswith("../")}, "docs/ and SOURCES.md disagree"
+    for name, sha in listed.items():
+        data = (DEV / "docs" / name).resolve().read_bytes()
+        assert hashlib.sha256(data).hexdigest() == sha, f"{name} differs from its SHA-256 in SOURCES.md"
+
+
+def test_dev_split_is_by_document_and_covers_the_corpus():
+    split = dev_split()
+    assert set(split) == {p.name for p in (DEV / "docs").iterdir()}, "SPLIT.md must place every document"
+    assert set(split.values()) == {"tune", "test"}
+    for row in dev_rows():
+        assert row["doc"] in split, f"{row['id']}: unknown doc {row['doc']!r}"
+        assert row["split"] == split[row["doc"]], f"{row['id']}: split {row['split']} but {row['doc']} is {split[row['doc']]}"
+
+
+def test_dev_rows_have_exact_keys_and_types():
+    ids = Counter(row.get("id") for row in dev_rows())
+    assert not [i for i, c in ids.items() if c > 1], "duplicate dev ids"
+    for row in dev_rows():
+        rid = row.get("id")
+        assert set(row) == DEV_KEYS, f"{rid}: keys {sorted(row)}"
+        assert isinstance(rid, str) and re.fullmatch(r"d\d{3,}", rid), f"bad id {rid!r}"
+        for key in ("question", "answer"):
+            assert isinstance(row[key], str) and row[key].strip(), f"{rid}: empty {key}"
+        assert row["lang"] in LANGS and row["type"] in DEV_TYPES, f"{rid}: lang/type {row['lang']}/{row['type']}"
+        assert isinstance(row["answerable"], bool) and isinstance(row["evidence"], list)
+
+
+def test_dev_evidence_is_verbatim_once_in_its_document():
+    for row in dev_rows():
+        text = dev_text(row["doc"])
+        for ev in row["evidence"]:
+            assert isinstance(ev, str) and ev.strip(), f"{row['id']}: empty evidence"
+            assert "\n" not in ev, f"{row['id']}: evidence spans lines: {ev!r}"
+            # once, so that the span a metric finds is the span the question was written on
+            assert text.count(ev) == 1, f"{row['id']}: evidence found {text.count(ev)} times in {row['doc']}: {ev!r}"
+
+
+def test_dev_answerability_and_cross_lingual_kinds():
+    for row in dev_rows():
+        rid = row["id"]
+        if row["type"] == "unanswerable":
+            assert row["answerable"] is False and row["evidence"] == [], f"{rid}: unanswerable with evidence"
+        else:
+            assert row["answerable"] is True and 1 <= len(row["evidence"]) <= 3, f"{rid}: 1 to 3 evidence strings"
+        if row["type"] == "multi":
+            assert len(row["evidence"]) >= 2, f"{rid}: multi row needs two evidence strings"
+        if row["type"] == "crosslingual":
+            doc_lang = "en" if row["doc"].startswith("en_") else "zh"
+            assert row["lang"] != doc_lang, f"{rid}: a cross-lingual question must not be in the document's language"
+
+
+def test_dev_balance_per_split_and_document():
+    rows = dev_rows()
+    for split in {r["split"] for r in rows}:
+        in_split = [r for r in rows if r["split"] == split]
+        share = sum(not r["answerable"] for r in in_split) / len(in_split)
+        assert 0.10 <= share <= 0.20, f"{split}: unanswerable share {share:.2f}"
+        assert {t for r in in_split for t in [r["type"]]} == DEV_TYPES, f"{split}: missing kinds"
+        directions = {(r["lang"], r["doc"][:2]) for r in in_split if r["type"] == "crosslingual"}
+        assert ("en", "zh") in directions and ("zh", "en") in directions, f"{split}: cross-lingual both ways"
+    per_doc = Counter(r["doc"] for r in rows)
+    assert all(n >= 12 for n in per_doc.values()), f"too few questions on some document: {per_doc}"
+    assert len(rows) >= 150, f"only {len(rows)} dev questions"

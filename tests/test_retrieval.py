@@ -83,3 +83,75 @@ def test_sentence_transformers_runtime_retrieves(settings_factory):
     bot = Assistant(settings)
     assert "Quantization" in bot.retrieve("How much memory do 4-bit weights need?", k=1)[0].section
     assert "Caching" in bot.retrieve("reuse of keys and values for a common prompt start", using=("dense",))[0].section
+
+
+# --- scope: questions limited to some documents ----------------------------------------------
+
+LINKS_DOC = """# Serving links
+
+## Batching
+
+Continuous batching keeps the GPU busy by adding new requests to a running batch.
+
+## References
+
+- [Continuous batching paper](https://example.org/orca)
+- [Prefix cache blog](https://example.org/prefix-cache)
+- [Four-bit quantization](https://example.org/quant)
+"""
+
+
+@pytest.fixture(scope="module")
+def two_doc_bot(tmp_path_factory):
+    import shutil
+
+    from tests.conftest import SEED_DOC, make_settings
+
+    settings = make_settings(tmp_path_factory.mktemp("scope"))
+    shutil.copy(SEED_DOC, settings.docs_dir / SEED_DOC.name)
+    (settings.docs_dir / "notes").mkdir()
+    (settings.docs_dir / "notes" / "serving.md").write_text(ENGLISH_DOC, encoding="utf-8")
+    (settings.docs_dir / "links.md").write_text(LINKS_DOC, encoding="utf-8")
+    run_ingest(settings)
+    return Assistant(settings)
+
+
+@pytest.mark.parametrize("using", [("dense",), ("bm25",), ("dense", "bm25")])
+def test_scope_limits_every_retriever_to_the_named_documents(two_doc_bot, using):
+    # A question about the seed document, asked of the English notes only, finds only the notes.
+    question = "KV Cache 的显存占用公式是什么？" if "bm25" not in using else "KV cache keys values prefix"
+    unscoped = two_doc_bot.retrieve(question, k=5, using=using)
+    assert any(p.doc == "llm-primer.md" for p in unscoped)
+    scoped = two_doc_bot.retrieve(question, k=5, using=using, docs=["notes/serving.md"])
+    assert scoped and {p.doc for p in scoped} == {"notes/serving.md"}
+    # A file name alone names the document when it is unique; scoping to all names is no scope.
+    assert [p.id for p in two_doc_bot.retrieve(question, k=5, using=using, docs=["serving.md"])] == [
+        p.id for p in scoped]
+    everything = two_doc_bot.retrieve(question, k=5, using=using, docs=["llm-primer.md", "serving.md", "links.md"])
+    assert [p.id for p in everything] == [p.id for p in unscoped]
+
+
+def test_scoped_dense_search_reaches_deep_into_a_small_document(two_doc_bot):
+    # With 20 candidates from the whole index the notes would never appear for this question;
+    # the Chroma metadata filter searches the scoped document itself.
+    passages = two_doc_bot.retrieve("大模型的涌现能力是什么？", k=3, using=("dense",), docs=["serving.md"])
+    assert len(passages) == 3 and {p.doc for p in passages} == {"notes/serving.md"}
+
+
+def test_ask_and_stream_respect_the_scope(two_doc_bot):
+    answer = two_doc_bot.ask("How much memory do four-bit weights take?", docs=["notes/serving.md"])
+    assert answer.passages and {p.doc for p in answer.passages} == {"notes/serving.md"}
+    assert not answer.refused and "quarter" in answer.text
+    *texts, final = list(two_doc_bot.stream("RoPE 旋转位置编码解决了什么问题？", docs=["llm-primer.md"]))
+    assert {p.doc for p in final.passages} == {"llm-primer.md"} and texts
+
+
+def test_unknown_document_names_are_a_clear_question_error(two_doc_bot):
+    from chat.questions import QuestionError
+
+    with pytest.raises(QuestionError) as excinfo:
+        two_doc_bot.retrieve("KV Cache", docs=["serving.md", "nope.md"])
+    message = str(excinfo.value)
+    assert "'nope.md'" in message and "llm-primer.md" in message and "notes/serving.md" in message
+    with pytest.raises(QuestionError, match=r"nope\.md"):
+        two_doc_bot.ask("KV Cache 是什么？", docs=["nope.md"])

@@ -1,0 +1,109 @@
+"""Markup that is not content: what retrievers should not see, and text that is only links.
+
+A chunk's ``text`` is the exact source slice (citations point into the file); what is embedded and
+BM25-indexed is that text with the markup noise of real-world documents taken out: HTML tags,
+badges, link targets and bare URLs, admonition markers, fence lines and base64 blobs. Those carry
+tokens (``https``, ``shields``, ``img``, ``iVBORw0KGgo...``) that match questions they have
+nothing to do with and dilute the embedding of the prose around them.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+# Tags real READMEs use for layout; a closed list, so that ``List<String>`` or ``<think>`` in
+# prose or code stays text.
+_HTML_TAGS = (
+    "a abbr b big blockquote br center code dd details div dl dt em figcaption figure font h1 h2 h3 h4 h5 h6 "
+    "hr i img input kbd li ol p picture pre s small source span strike strong sub summary sup table tbody td "
+    "tfoot th thead tr tt u ul video"
+).split()
+_TAG_RE = re.compile(rf"</?(?:{'|'.join(_HTML_TAGS)})(?:\s[^<>]*)?/?>", re.IGNORECASE)
+_COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+_BASE64_RE = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+|[A-Za-z0-9+/]{80,}={0,2}")
+_BADGE_RE = re.compile(r"\[!\[[^\]\n]*\]\([^)\n]*\)\]\([^)\n]*\)")
+_IMAGE_RE = re.compile(r"!\[([^\]\n]*)\]\([^)\n]*\)")
+_LINK_RE = re.compile(r"\[([^\]\n]*)\]\([^)\n]*\)")
+_REF_LINK_RE = re.compile(r"\[([^\]\n]+)\]\[[^\]\n]*\]")
+_REF_DEF_RE = re.compile(r"^[ \t]*\[[^\]\n]+\]:[ \t]*\S+.*$", re.MULTILINE)
+_RST_LINK_RE = re.compile(r"`([^`<\n]+?)\s*<[^>\n]+>`_{1,2}")
+_URL_RE = re.compile(r"<?(?:https?|ftp)://[^\s)>\]]+>?")
+# Admonitions: Docusaurus/MDX ``:::tip[Title]``, MkDocs ``!!! note "Title"`` / ``??? note``,
+# GitHub ``> [!NOTE]``, reStructuredText ``.. note::``. The marker goes, a title stays.
+_COLON_FENCE_RE = re.compile(r"^[ \t]*:{3,}[ \t]*(?:[\w-]+)?[ \t]*(?:\[([^\]\n]*)\])?[^\n]*$", re.MULTILINE)
+_MKDOCS_RE = re.compile(r'^[ \t]*(?:!!!|\?\?\?\+?)[ \t]+[\w-]+(?:[ \t]+"([^"\n]*)")?[^\n]*$', re.MULTILINE)
+_GITHUB_ALERT_RE = re.compile(r"^([ \t]*>[ \t]*)\[!(?:NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*$",
+                              re.MULTILINE | re.IGNORECASE)
+_RST_DIRECTIVE_RE = re.compile(r"^[ \t]*\.\.[ \t]+[\w:-]+::[^\n]*$", re.MULTILINE)
+_RST_ROLE_RE = re.compile(r":[\w:-]+:`([^`\n]*)`")
+_FENCE_LINE_RE = re.compile(r"^[ \t]*(?:`{3,}|~{3,})[^\n]*$", re.MULTILINE)
+_QUOTE_RE = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.MULTILINE)
+_HEADING_MARK_RE = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.MULTILINE)
+_TABLE_SEP_RE = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
+_EMPHASIS_RE = re.compile(r"\*\*|__|`")
+_BLANKS_RE = re.compile(r"[ \t]+\n")
+_MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+
+_WORDISH_RE = re.compile(r"[\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7af]|[A-Za-z0-9]+")
+# A chunk with fewer words of its own than this, outside links, images and URLs, is a link list.
+MIN_PROSE_WORDS = 8
+LINK_RATIO = 3  # ... and the links hold at least this many times its own words
+
+
+def clean_markup(text: str) -> str:
+    """``text`` without markup noise, for embedding and BM25 (never for quoting)."""
+    text = _COMMENT_RE.sub(" ", text)
+    text = _BASE64_RE.sub(" ", text)
+    text = _BADGE_RE.sub(" ", text)
+    text = _IMAGE_RE.sub(lambda m: m.group(1).lstrip("# "), text)
+    text = _LINK_RE.sub(r"\1", text)
+    text = _REF_LINK_RE.sub(r"\1", text)
+    text = _RST_LINK_RE.sub(r"\1", text)
+    text = _REF_DEF_RE.sub("", text)
+    text = _RST_ROLE_RE.sub(r"\1", text)
+    text = _TAG_RE.sub(" ", text)  # before URLs: a tag's src="https://..." must go with the tag
+    text = _URL_RE.sub(" ", text)
+    text = _COLON_FENCE_RE.sub(lambda m: m.group(1) or "", text)
+    text = _MKDOCS_RE.sub(lambda m: m.group(1) or "", text)
+    text = _GITHUB_ALERT_RE.sub("", text)
+    text = _RST_DIRECTIVE_RE.sub("", text)
+    text = _FENCE_LINE_RE.sub("", text)
+    text = _TABLE_SEP_RE.sub("", text)
+    text = _QUOTE_RE.sub("", text)
+    text = _HEADING_MARK_RE.sub("", text)
+    text = _EMPHASIS_RE.sub("", text)
+    text = html.unescape(text).replace("\xa0", " ")
+    text = _BLANKS_RE.sub("\n", text)
+    text = _MANY_NEWLINES_RE.sub("\n\n", text)
+    return text.strip()
+
+
+def prose_words(text: str) -> int:
+    """Words (a CJK character counts as one) outside links, images, URLs and tags; headings count."""
+    text = _COMMENT_RE.sub(" ", text)
+    text = _BASE64_RE.sub(" ", text)
+    for pattern in (_BADGE_RE, _IMAGE_RE, _LINK_RE, _REF_LINK_RE, _RST_LINK_RE, _REF_DEF_RE, _TAG_RE, _URL_RE):
+        text = pattern.sub(" ", text)
+    return len(_WORDISH_RE.findall(text))
+
+
+def link_words(text: str) -> int:
+    """Words in the visible text of links and images (badges count as none)."""
+    text = _BADGE_RE.sub(" ", text)
+    shown = [m.group(1) for m in _IMAGE_RE.finditer(text)]
+    text = _IMAGE_RE.sub(" ", text)
+    shown += [m.group(1) for p in (_LINK_RE, _REF_LINK_RE, _RST_LINK_RE) for m in p.finditer(text)]
+    return sum(len(_WORDISH_RE.findall(s)) for s in shown)
+
+
+def is_link_only(text: str) -> bool:
+    """True for text that is only links, images, badges or base64 data (a table of contents, a badge
+    row, a reference list, an inlined image): fewer than ``MIN_PROSE_WORDS`` words of its own, and those few (a heading)
+    dwarfed by the links' words. "See [the training example](...)" under a question stays prose."""
+    own = prose_words(text)
+    if own >= MIN_PROSE_WORDS:
+        return False
+    has_markup = bool(_BADGE_RE.search(text) or _IMAGE_RE.search(text) or _LINK_RE.search(text)
+                      or _URL_RE.search(text) or _TAG_RE.search(text) or _BASE64_RE.search(text))
+    return has_markup and own * LINK_RATIO <= link_words(text)

@@ -1,0 +1,134 @@
+"""Reading files: formats by suffix, YAML front matter as metadata, clear reasons for unusable files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from ingest.chunking import chunk_text
+from ingest.frontmatter import parse_front_matter
+from ingest.reader import Candidate, Skipped, SourceDocument, discover, read_document
+
+DEV_DOCS = Path(__file__).resolve().parents[1] / "eval" / "corpora" / "dev" / "docs"
+MAX_BYTES = 20_000_000
+
+
+def read(path: Path) -> SourceDocument | Skipped:
+    return read_document(Candidate(path, path.name), MAX_BYTES)
+
+
+def test_markdown_variants_and_rst_are_discovered_with_their_format(tmp_path: Path) -> None:
+    for name in ("a.md", "b.markdown", "c.mdx", "d.rst", "e.txt"):
+        (tmp_path / name).write_text("Title\n=====\n\nSome text here.\n", encoding="utf-8")
+    (tmp_path / "f.xyz").write_text("nope", encoding="utf-8")
+    found, skipped = discover([tmp_path])
+    assert sorted(c.name for c in found) == ["a.md", "b.markdown", "c.mdx", "d.rst", "e.txt"]
+    assert [s.path.name for s in skipped] == ["f.xyz"]
+    formats = {c.name: read(c.path).format for c in found}  # type: ignore[union-attr]
+    assert formats == {"a.md": "markdown", "b.markdown": "markdown", "c.mdx": "markdown", "d.rst": "rst",
+                       "e.txt": "text"}
+
+
+def test_front_matter_is_metadata_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "page.mdx"
+    path.write_text(
+        '---\ntitle: "Widget Guide"\nid: widgets\ntags: [a, b]\ndescription: How widgets work.\n---\n\n'
+        "Widgets turn sprockets. Each widget has a spindle.\n\n## Setup\n\nInstall the widget first.\n",
+        encoding="utf-8",
+    )
+    doc = read(path)
+    assert isinstance(doc, SourceDocument)
+    assert doc.metadata == {"title": "Widget Guide", "id": "widgets", "tags": "a, b",
+                            "description": "How widgets work."}
+    assert doc.title == "Widget Guide"
+    chunks = chunk_text(doc.text, doc.name, doc.format, max_chars=60, min_chars=10, title=doc.title)
+    assert chunks
+    for c in chunks:
+        assert doc.text[c.start : c.end] == c.text  # offsets still slice the file itself
+        assert "id: widgets" not in c.text and "---" not in c.text
+        assert c.section.startswith("Widget Guide")  # no "#" title: the front matter's title roots the path
+    assert any(c.section == "Widget Guide > Setup" for c in chunks)
+
+
+def test_front_matter_only_file_is_skipped_not_indexed(tmp_path: Path) -> None:
+    path = tmp_path / "empty.md"
+    path.write_text("---\ntitle: Nothing here\nauthor: me\n---\n\n", encoding="utf-8")
+    result = read(path)
+    assert isinstance(result, Skipped)
+    assert "only YAML front matter" in result.reason
+    # The chunker agrees on its own: no chunk of YAML.
+    assert chunk_text(path.read_text(encoding="utf-8"), "empty.md", "markdown") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "---\n\nA rule first, then text.\n\n---\n\nMore.\n",  # a rule, not a mapping
+        "---\njust a sentence\n---\nbody\n",  # YAML, but a string: not front matter
+        "--- not front matter\nbody\n",
+    ],
+)
+def test_a_leading_rule_is_not_front_matter(text: str) -> None:
+    assert parse_front_matter(text).end == 0
+    chunks = chunk_text(text, "r.md", "markdown", max_chars=300, min_chars=10)
+    assert chunks[0].start < 10
+
+
+def test_dev_mdx_front_matter_becomes_metadata() -> None:
+    path = DEV_DOCS / "en_haystack_retrievers.mdx"
+    doc = read(path)
+    assert isinstance(doc, SourceDocument)
+    assert doc.format == "markdown" and doc.title
+    front = parse_front_matter(doc.text)
+    assert front.end > 0
+    chunks = chunk_text(doc.text, doc.name, doc.format, title=doc.title)
+    assert min(c.start for c in chunks) >= front.end
+
+
+def test_a_text_file_named_pdf_gets_one_clear_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "report.pdf"
+    path.write_text("This is plain text, not a PDF.\n", encoding="utf-8")
+    with caplog.at_level(logging.DEBUG):
+        result = read(path)
+    assert isinstance(result, Skipped)
+    line = str(result)
+    assert "report.pdf" in line and "not a valid PDF" in line
+    assert "\n" not in line and "RetryError" not in line
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]
+
+
+def test_a_damaged_pdf_is_reported_once_without_pypdf_noise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "broken.pdf"
+    path.write_bytes(b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<<>>\n%%EOF garbage")
+    with caplog.at_level(logging.DEBUG):
+        result = read(path)
+    assert isinstance(result, Skipped)
+    assert "broken.pdf" in str(result) and "PDF" in result.reason
+    assert "RetryError" not in result.reason
+    assert len([r for r in caplog.records if r.name.startswith("pypdf")]) <= 1
+
+
+def test_rst_headings_become_the_outline(tmp_path: Path) -> None:
+    path = tmp_path / "guide.rst"
+    path.write_text(
+        "=========\nThe Guide\n=========\n\nIntro text of the guide, long enough to matter here.\n\n"
+        "Install\n-------\n\nRun the installer. It asks two questions.\n\n"
+        ".. code-block:: bash\n\n   # not a heading\n   pip install thing\n\n"
+        "安装说明\n~~~~\n\n中文小节的正文内容。\n\n"
+        "Usage\n-------\n\nCall it with ``--help``::\n\n   thing --help\n   # still code\n\nDone.\n",
+        encoding="utf-8",
+    )
+    doc = read(path)
+    assert isinstance(doc, SourceDocument) and doc.format == "rst"
+    chunks = chunk_text(doc.text, doc.name, doc.format, max_chars=120, min_chars=10)
+    sections = {c.section for c in chunks}
+    assert "The Guide > Install" in sections
+    assert "The Guide > Install > 安装说明" in sections  # a short CJK underline still counts
+    assert "The Guide > Usage" in sections
+    assert not any("not a heading" in s or "still code" in s for s in sections)
+    code = next(c for c in chunks if "pip install thing" in c.text)
+    assert ".. code-block:: bash" in code.text and "# not a heading" in code.text
+    for c in chunks:
+        assert doc.text[c.start : c.end] == c.text
