@@ -45,7 +45,7 @@ MAX_NAME_CHARS = 120
 _NAME_PUNCTUATION = set("-_.()+,=@")
 _COPY_SUFFIX = re.compile(r"^(?P<stem>.*?) \((?P<n>\d+)\)$")
 # Magic numbers of the binary formats ingest reads: a file that claims the type must start so.
-_MAGIC = {".pdf": (b"%PDF-",), ".docx": (b"PK\x03\x04",)}
+_MAGIC = {".pdf": b"%PDF", ".docx": b"PK\x03\x04"}
 
 
 class DocumentError(KbqaError):
@@ -455,7 +455,7 @@ def _check_content(filename: str, suffix: str, raw: bytes) -> None:
     """Refuse, before writing, a file whose bytes are not the type its name claims."""
     magic = _MAGIC.get(suffix)
     if magic is not None:
-        if not raw.startswith(magic):
+        if magic not in raw[:1024]:
             raise DocumentError(f"{filename!r} is not a {suffix[1:].upper()} file (its content does not match).")
         return
     decoded = decode_text(raw)

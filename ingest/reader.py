@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from ingest.frontmatter import parse_front_matter
-
-from kb.chunk import PDF_PAGE_JOIN
+from kb.chunk import PAGE_BREAK, PDF_PAGE_JOIN
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +158,6 @@ def _extract_rich(path: Path, raw: bytes) -> str | Skipped:
             docs = HTMLTagReader(tag="body").load_data(file=path)
     except Exception as exc:
         return Skipped(path, f"could not be parsed as {suffix[1:].upper()} ({type(exc).__name__}: {exc})")
-    if suffix == ".pdf":
-        # One reader document per page; the page breaks stay in the text so offsets give the page.
-        return PDF_PAGE_JOIN.join(doc.text or "" for doc in docs)
     return "\n\n".join(doc.text for doc in docs if doc.text)
 
 
@@ -181,8 +177,9 @@ def _extract_pdf(raw: bytes) -> str | Skipped:
             pages = [page.extract_text() or "" for page in reader.pages]
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         return Skipped(Path(), f"is not a valid PDF ({type(exc).__name__}: {exc})")
-    text = "\n\n".join(p.strip() for p in pages if p.strip())
-    if not text:
+    # Every page, empty ones too, joined by a page break: a chunk's offset then tells its page.
+    text = PDF_PAGE_JOIN.join(p.strip() for p in pages)
+    if not text.replace(PAGE_BREAK, "").strip():
         return Skipped(Path(), "is a PDF without extractable text (a scan? run OCR first)")
     return text
 
