@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount
 
 from chat.assistant import Assistant
+from chat.generation import OllamaBackend
 from chat.http import errors
 from chat.http.auth import Guard, api_keys
 from chat.http.completions import Completion, question_of
@@ -91,11 +92,12 @@ def _limits(settings: Settings):  # type: ignore[no-untyped-def]
 
 def _api(settings: Settings, pool: AssistantPool, guard: Guard) -> APIRouter:
     router = APIRouter(dependencies=[Depends(guard.api)], responses=ERRORS)
+    ollama = OllamaBackend(settings)  # one, so its cached health spares Ollama a request per listing
 
     @router.get("/models", response_model=ModelList, summary="Model ids: one per answer mode")
     def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "kbqa"}
-                                           for i in model_ids(settings)]}
+                                           for i in model_ids(ollama)]}
 
     @router.post("/chat/completions", summary="Answer the last user message, with citations",
                  responses={200: {"model": ChatCompletion,

@@ -33,11 +33,10 @@ class Choice:
     max_tokens: int | None
 
 
-def model_ids(settings: Settings) -> list[str]:
-    ids = [DEFAULT_ID, EXTRACTIVE_ID]
-    health = OllamaBackend(settings).health()  # lists models even when the configured one is missing
-    ids += [OLLAMA_PREFIX + name for name in health.models]
-    return ids
+def model_ids(ollama: OllamaBackend) -> list[str]:
+    """The fixed ids, then one per model Ollama has (its health check is cached for a few seconds)."""
+    health = ollama.health()  # lists the models even when the configured one is missing
+    return [DEFAULT_ID, EXTRACTIVE_ID, *(OLLAMA_PREFIX + name for name in health.models)]
 
 
 def choice_for(model_id: str, settings: Settings, temperature: float | None, max_tokens: int | None) -> Choice:
