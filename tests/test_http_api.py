@@ -128,6 +128,10 @@ def test_models_lists_one_id_per_answer_mode(open_server: LiveServer, gen_server
     ids = [m.id for m in gen_server.client().models.list()]
     assert ids[:2] == ["kbqa", "kbqa-extractive"]
     assert f"kbqa:{STANDIN_MODEL}" in ids  # one per model Ollama has
+    assert gen_server.client().models.retrieve(f"kbqa:{STANDIN_MODEL}").id == f"kbqa:{STANDIN_MODEL}"
+    for missing in ("kbqa:smollm2:360m", "gpt-4o"):
+        with pytest.raises(openai.NotFoundError):
+            gen_server.client().models.retrieve(missing)
     # No Ollama reachable (the primer settings point at the default port, where nothing listens).
     assert [m.id for m in open_server.client().models.list()] == ["kbqa", "kbqa-extractive"]
 

@@ -20,8 +20,9 @@ from chat.generation import OllamaBackend
 from chat.http import errors
 from chat.http.auth import Guard, api_keys
 from chat.http.completions import Completion, question_of
+from chat.http.errors import ApiError
 from chat.http.limits import BodyLimit
-from chat.http.models import AssistantPool, choice_for, model_ids
+from chat.http.models import OLLAMA_PREFIX, AssistantPool, choice_for, model_ids
 from chat.http.schemas import ChatCompletion, ChatCompletionRequest, ErrorResponse, ModelList
 from kb.settings import Settings, get_settings
 
@@ -98,6 +99,14 @@ def _api(settings: Settings, pool: AssistantPool, guard: Guard) -> APIRouter:
     def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "kbqa"}
                                            for i in model_ids(ollama)]}
+
+    @router.get("/models/{model_id:path}", summary="One model id")
+    def get_model(model_id: str) -> dict[str, Any]:
+        if model_id not in model_ids(ollama):
+            choice_for(model_id, settings, None, None)  # 404 with the usual message for an unknown id
+            raise ApiError(404, f"Ollama has no model {model_id.removeprefix(OLLAMA_PREFIX)!r}; GET /v1/models "
+                           "lists the ones it has.", code="model_not_found", param="model")
+        return {"id": model_id, "object": "model", "created": 0, "owned_by": "kbqa"}
 
     @router.post("/chat/completions", summary="Answer the last user message, with citations",
                  responses={200: {"model": ChatCompletion,
