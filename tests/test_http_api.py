@@ -387,6 +387,17 @@ def test_without_a_login_docs_are_open(open_server: LiveServer) -> None:
     assert "swagger" in httpx.get(f"{open_server.url}/docs", timeout=60).text.lower()
 
 
+def test_other_web_pages_cannot_read_the_api(open_server: LiveServer) -> None:
+    """No CORS on /v1: a page the user visits cannot read a loopback knowledge base through the browser."""
+    origin = {"Origin": "http://evil.example"}
+    preflight = httpx.options(f"{open_server.url}/v1/chat/completions", timeout=60, headers={
+        **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    simple = httpx.get(f"{open_server.url}/v1/models", headers=origin, timeout=60)
+    assert simple.status_code == 200
+    for response in (preflight, simple):
+        assert "access-control-allow-origin" not in response.headers
+
+
 def test_exposure_rule() -> None:
     base = Settings(ui_username=LOGIN[0], ui_password=LOGIN[1])
     keyed = Settings(ui_username=LOGIN[0], ui_password=LOGIN[1], api_keys="k")
