@@ -66,7 +66,7 @@ def serve(host: str | None = None, port: int | None = None, allow_unauthenticate
         log.warning("Status check failed: %s", exc)
     app = create_app(settings, assistant, host=host, port=port)
     shown = host if ":" not in host else f"[{host}]"
-    log.info("Chat UI on http://%s:%d/%s, OpenAI-compatible API on http://%s:%d/v1 (docs: /docs)%s", shown, port,
+    log.info("Starting the chat UI on http://%s:%d/%s and the OpenAI-compatible API on http://%s:%d/v1 (docs: /docs)%s", shown, port,
              " (login required)" if credentials(settings) else "", shown, port,
              " (API key required)" if api_keys(settings) else "")
     # uvicorn handles SIGINT/SIGTERM itself (a graceful stop, as `docker stop` expects).
