@@ -187,7 +187,7 @@ class Library:
                 name=name, kind=_kind(name), size=entry.size, chunks=entry.chunks, indexed_at=entry.ingested_at,
                 skipped=None if source.exists() else "the file was removed from the folder; re-index to drop it",
             )
-        max_bytes = self._max_bytes()
+        max_bytes = self.max_bytes()
         for root in self.roots:
             if not root.exists():
                 continue
@@ -334,11 +334,11 @@ class Library:
         return ReindexResult(name, result.generation, result.documents, result.chunks, message)
 
     # --- internals ------------------------------------------------------------------
-    def _max_bytes(self) -> int:
+    def max_bytes(self) -> int:
         return int(self.settings.max_doc_mb * 1e6)
 
     def _read_limited(self, filename: str, data: bytes | BinaryIO) -> bytes:
-        limit = self._max_bytes()
+        limit = self.max_bytes()
         stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
         raw = stream.read(limit + 1)  # never more than the limit plus one byte in memory
         if len(raw) > limit:
@@ -382,7 +382,7 @@ class Library:
         return self._embedding
 
     def _expected_texts(self, path: Path, name: str) -> int:
-        doc = read_document(Candidate(path.resolve(), name), self._max_bytes())
+        doc = read_document(Candidate(path.resolve(), name), self.max_bytes())
         if isinstance(doc, Skipped):
             return 0
         chunks = chunk_document(doc, self.settings)
