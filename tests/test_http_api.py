@@ -379,6 +379,38 @@ def test_with_a_login_only_the_login_page_and_assets_answer_strangers(locked_ser
         assert user.get("/v1/models").status_code == 200
     keyed = httpx.get(f"{url}/openapi.json", headers={"Authorization": f"Bearer {KEYS[1]}"}, timeout=60)
     assert keyed.status_code == 200
+    # The UI and its /ask work for a client that logs in.
+    result = Client(url + "/", auth=LOGIN, verbose=False).predict("RoPE 解决了什么问题？", 3, api_name="/ask")
+    assert result["citations"]
+
+
+def routes_of(app: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(method, path) of every route, the mounted Gradio app's included."""
+    for route in app.routes:
+        if hasattr(route, "original_router"):  # FastAPI's included router
+            yield from routes_of(route.original_router, prefix)
+        elif hasattr(route, "routes") and not hasattr(route, "endpoint"):  # a mount
+            yield from routes_of(route, prefix + route.path)
+        else:
+            for method in sorted(getattr(route, "methods", None) or {"GET"}):
+                yield method, prefix + route.path
+
+
+def test_with_a_login_no_route_answers_strangers_but_the_login_page(locked_server: LiveServer) -> None:
+    from chat.http.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
+
+    routes = sorted(set(routes_of(locked_server.app)))
+    assert len(routes) > 50 and ("POST", "/gradio_api/queue/join") in routes  # Gradio's routes are walked
+    answered = []
+    with httpx.Client(base_url=locked_server.url, timeout=10) as stranger:
+        for method, path in routes:
+            if method in ("HEAD", "OPTIONS") or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+                continue
+            concrete = path.replace(":path", "").replace("{", "").replace("}", "")
+            status = stranger.request(method, concrete).status_code
+            if status not in (401, 404, 405):
+                answered.append((method, path, status))
+    assert answered == []  # before the wall: startup-events, runs, app_id, heartbeat, user, token
 
 
 def test_without_a_login_docs_are_open(open_server: LiveServer) -> None:

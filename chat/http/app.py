@@ -18,7 +18,7 @@ from starlette.routing import Mount
 from chat.assistant import Assistant
 from chat.generation import OllamaBackend
 from chat.http import errors
-from chat.http.auth import Guard, api_keys
+from chat.http.auth import Guard, LoginWall, api_keys
 from chat.http.completions import Completion, question_of
 from chat.http.errors import ApiError
 from chat.http.limits import BodyLimit
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, assistant: Assistant | None = N
                   openapi_url=None)
     errors.install(app)
     app.add_middleware(BodyLimit, limit_for=_limits(settings))
+    app.add_middleware(LoginWall, guard=guard)  # added last, so it runs first
     app.state.guard = guard
     app.state.pool = pool
 

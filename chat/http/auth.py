@@ -74,3 +74,40 @@ class Guard:
         if not self.login or self.bearer_ok(request) or self.gradio_user(request):
             return
         raise self._refuse(request)
+
+
+# What a stranger may load when a login is configured: the login page and what it is drawn with.
+PUBLIC_PATHS = frozenset({"/", "/login", "/login/", "/logout", "/favicon.ico", "/theme.css", "/robots.txt",
+                          "/manifest.json", "/gradio_api/theme.css", "/pwa_icon"})
+PUBLIC_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon/")
+
+
+class LoginWall:
+    """With a UI login configured, every other path needs the login (or an API key) before it runs.
+
+    Gradio checks the login on most of its routes but not all (``/gradio_api/startup-events``,
+    ``/gradio_api/runs``, ``/gradio_api/app_id``, ``/gradio_api/heartbeat/...`` answer anyone), so the
+    wall stands in front of the whole app rather than relying on each route.
+    """
+
+    def __init__(self, app: Any, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.guard.login or self._public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self.guard.bearer_ok(request) or self.guard.gradio_user(request):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        response = self.guard._refuse(request).response()
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _public(path: str) -> bool:
+        return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
