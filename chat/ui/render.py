@@ -94,8 +94,10 @@ def shown_notices(answer: Answer) -> list[str]:
 
 
 def answer_body_text(answer: Answer) -> str:
+    """The answer without the note the Assistant appends to a cut stream (shown as a banner from
+    ``answer.complete``/``answer.error`` instead); the note goes once the core stops writing it."""
     text = answer.text
-    if answer.error and INCOMPLETE_NOTE in text:
+    if not answer.complete and INCOMPLETE_NOTE in text:
         text = text[: text.rindex(INCOMPLETE_NOTE)]
     return text
 
