@@ -1,4 +1,4 @@
-"""python -m chat [ask QUESTION|- [--json] [--doc NAME]... | pull | status | ui] — with no command, the web UI."""
+"""python -m chat [ask QUESTION|- [--json] [--doc NAME]... | pull | status | ui] — with no command, the web UI and the API."""
 
 from __future__ import annotations
 
@@ -97,19 +97,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from chat.ui import launch
+    from chat.http import serve
 
-    return launch(host=args.host, port=args.port, allow_unauthenticated=args.allow_unauthenticated)
+    return serve(host=args.host, port=args.port, allow_unauthenticated=args.allow_unauthenticated)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chat", description="Ask the knowledge base.")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--model", help="Ollama model (default: KBQA_OLLAMA_MODEL)")
-    parser.add_argument("--host", help="UI bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="UI port (default 7860)")
+    parser.add_argument("--host", help="UI and API bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="UI and API port (default 7860)")
     parser.add_argument("--allow-unauthenticated", action="store_true",
-                        help="allow binding the UI to a non-loopback address without a login")
+                        help="allow binding to a non-loopback address without a UI login or API keys")
     sub = parser.add_subparsers(dest="command")
     ask = sub.add_parser("ask", help="answer one question and print its sources")
     ask.add_argument("question", help="the question, or - to read it from standard input")
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="search only this document (its name as `python -m ingest --status` lists it); repeatable")
     sub.add_parser("pull", help="pull the configured model into Ollama, with progress")
     sub.add_parser("status", help="show mode and index status as JSON")
-    sub.add_parser("ui", help="start the web UI (the default)")
+    sub.add_parser("ui", help="start the web UI and the OpenAI-compatible API on /v1 (the default)")
     args = parser.parse_args(argv)
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     handlers = {"ask": cmd_ask, "pull": cmd_pull, "status": cmd_status}

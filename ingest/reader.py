@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from ingest.frontmatter import parse_front_matter
+from kb.chunk import PAGE_BREAK, PDF_PAGE_JOIN
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,9 @@ def _extract_pdf(raw: bytes) -> str | Skipped:
             pages = [page.extract_text() or "" for page in reader.pages]
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         return Skipped(Path(), f"is not a valid PDF ({type(exc).__name__}: {exc})")
-    text = "\n\n".join(p.strip() for p in pages if p.strip())
-    if not text:
+    # Every page, empty ones too, joined by a page break: a chunk's offset then tells its page.
+    text = PDF_PAGE_JOIN.join(p.strip() for p in pages)
+    if not text.replace(PAGE_BREAK, "").strip():
         return Skipped(Path(), "is a PDF without extractable text (a scan? run OCR first)")
     return text
 

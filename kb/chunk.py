@@ -12,6 +12,31 @@ from kb.sentences import split_sentences
 HEADING_SEPARATOR = " > "
 MIN_UNIT_CHARS = 6
 _WORDISH = re.compile(r"[\w\u4e00-\u9fff]")
+# PDF text keeps its page boundaries: pages are joined by a form feed on a line of its own
+# (a blank line to the chunker), so a chunk's offset tells its page.
+PAGE_BREAK = "\f"
+PDF_PAGE_JOIN = "\n\f\n"
+
+
+def page_at(text: str, offset: int) -> int | None:
+    """1-based page of ``text[offset]`` when ``text`` has page breaks; None for a text without pages."""
+    if PAGE_BREAK not in text:
+        return None
+    return text.count(PAGE_BREAK, 0, max(0, offset)) + 1
+
+
+def page_text(text: str, page: int) -> tuple[int, int]:
+    """(start, end) of 1-based ``page`` in ``text``; the whole text when it has no pages."""
+    if PAGE_BREAK not in text:
+        return 0, len(text)
+    start = 0
+    for _ in range(page - 1):
+        found = text.find(PAGE_BREAK, start)
+        if found < 0:
+            return len(text), len(text)
+        start = found + 1
+    end = text.find(PAGE_BREAK, start)
+    return start, len(text) if end < 0 else end
 
 
 @dataclass(frozen=True)

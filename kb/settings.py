@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Index, caches, feedback and logs.")
 
     max_doc_mb: float = Field(20.0, gt=0, description="Larger files are skipped with a message.")
+    uploads_dir: Path | None = Field(
+        None, description="Where files uploaded in the UI or API go; unset = the docs folder."
+    )
 
     # --- Chroma -------------------------------------------------------------
     chroma_host: str | None = Field(None, description="Chroma server host; unset = embedded Chroma.")
@@ -109,6 +112,12 @@ class Settings(BaseSettings):
     ui_username: str | None = None
     ui_password: SecretStr | None = None
     ui_allow_unauthenticated: bool = Field(False, description="Allow a non-loopback bind without a login.")
+
+    # --- HTTP API (/v1, served with the UI) ---------------------------------
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated keys for the /v1 API (Authorization: Bearer KEY); "
+                          "required when the server binds a non-loopback address.")
+    api_max_request_mb: float = Field(8.0, gt=0, description="Larger /v1 request bodies are refused (413).")
 
     @classmethod
     def settings_customise_sources(

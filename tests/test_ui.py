@@ -27,8 +27,8 @@ from chat.answer import Answer, Citation, SentenceCheck
 from chat.assistant import Assistant
 from chat.passages import Passage
 from chat.ui import AssistantPool, ChatController, ChatSession, build_app, is_loopback, launch
-from chat.ui_feedback import FeedbackLog
-from chat.ui_render import SourceTurn, render_answer, render_sources, render_user
+from chat.ui.feedback import FeedbackLog
+from chat.ui.render import SourceTurn, render_answer, render_sources, render_user
 from kb.settings import Settings
 from tests.conftest import ROOT
 
@@ -128,7 +128,7 @@ def test_empty_question_is_a_clear_error_not_a_crash(served: Served) -> None:
     with pytest.raises(AppError, match="question is empty"):
         client.predict("   ", api_name="/ask")
     # The chat view shows the same message in the conversation and is ready for the next question.
-    messages, _sources, textbox, _status = client.predict("", 5, "none", None, api_name="/chat")
+    messages, _sources, textbox, _status, _conversations = client.predict("", 5, "none", None, api_name="/chat")
     assert "问题为空" in message_text(messages[-1]) and "kbqa-error" in message_text(messages[-1])
     assert textbox["interactive"] is True
     assert client.predict("RoPE 解决了什么问题？", api_name="/ask")["citations"]
@@ -252,7 +252,7 @@ def test_a_message_while_answering_is_refused_without_cross_talk(controller: Cha
     assert started[4].visible is False and started[5].visible is True  # send hidden, stop shown
     with pytest.warns(UserWarning, match="still being written"):
         second = run(controller.respond("LoRA 为什么省显存？", 5, "none", None, session))
-    assert second == [(gr.skip(),) * 7]  # nothing on the page changes
+    assert second == [(gr.skip(),) * 8]  # nothing on the page changes
     final = list(first)[-1]
     texts = [message_text(m) for m in final[0]]
     assert len(texts) == 2 and "LoRA" not in "".join(texts) and "kbqa-answer" in texts[1]
@@ -328,7 +328,76 @@ def test_document_and_model_html_is_escaped() -> None:
     for bad in ("<img", "<script", "<b>", "<i>", "javascript:alert(3)\"", 'href="javascript'):
         assert bad not in rendered, bad
     assert "&lt;img src=x" in rendered
-    assert f"<mark>{html.escape(hostile)}</mark>" in rendered
+    assert f'<mark class="kbqa-first-mark">{html.escape(hostile)}</mark>' in rendered
     assert 'href="#kbqa-src-7-1"' in rendered  # the citation is still a link
     assert 'class="kbqa-flag" title="no citation &lt;b&gt;"' in rendered  # flagged, reason escaped
     assert "\n" not in render_answer(answer, 7)  # one HTML block for the chatbot's own markdown pass
+
+
+# --- conversations, documents, Markdown sources ------------------------------------------------
+def test_conversation_is_saved_resumed_renamed_and_exported(primer_bot: Assistant, primer_settings: Settings,
+                                                            tmp_path: Path) -> None:
+    from chat.conversations import LOCAL_USER, ConversationStore
+
+    store = ConversationStore(tmp_path / "c.sqlite3")
+    ctl = ChatController(AssistantPool(primer_settings, seed=primer_bot), feedback=FeedbackLog(tmp_path), store=store)
+    session = ChatSession()
+    final = run(ctl.respond("KV Cache 的代价是什么？", 3, "none", None, session))[-1]
+    assert session.conversation and final[7].choices[0][1] == session.conversation  # listed at once
+    run(ctl.respond("它为什么占显存？", 3, "none", None, session))
+    [listed] = store.list(LOCAL_USER)
+    assert listed.title == "KV Cache 的代价是什么？" and listed.turns == 2
+
+    # A reload starts a new page session: choosing the conversation brings back every turn and its sources.
+    messages, resumed, sources, title = ctl.load_conversation(session.conversation, ChatSession())
+    assert len(messages) == 4 and title == "KV Cache 的代价是什么？"
+    assert [m["content"] for m in messages] == [m["content"] for m in session.messages]
+    assert "kbqa-source" in sources and resumed.history() == session.history()
+    run(ctl.respond("RoPE 解决了什么问题？", 3, "none", None, resumed))  # goes on in the same conversation
+    assert store.list(LOCAL_USER)[0].turns == 3
+
+    assert ctl.rename_conversation("我的笔记", resumed).choices[0][0].startswith("我的笔记")
+    md_path, json_path = ctl.export_files(resumed)
+    md = Path(md_path).read_text(encoding="utf-8")
+    quote = session.turns[0].answer.citations[0].quote
+    assert md.startswith("# 我的笔记") and "## KV Cache 的代价是什么？" in md and " ".join(quote.split()) in md
+    assert json.loads(Path(json_path).read_text(encoding="utf-8"))["turns"][2]["question"] == "RoPE 解决了什么问题？"
+
+    deleted = ctl.delete_conversation(resumed)
+    assert deleted[6].choices == [] and store.list(LOCAL_USER) == []
+
+
+def test_sources_render_markdown_with_the_quote_highlighted() -> None:
+    from chat.ui.render import render_document, render_markdown
+
+    text = ("| 方法 | 显存 |\n|---|---|\n| LoRA | **低** |\n\n```python\nx = a_b * c_d\n```\n\n"
+            "公式 $E = m c^2$ 与 a_b_c 保持原样。<script>alert(1)</script>")
+    lo = text.index("LoRA")
+    hi = text.index("x = a_b") + len("x = a_b")
+    out = render_markdown(text, lo, hi)
+    assert "<table>" in out and "<td><mark" in out and "<strong><mark>低</mark></strong>" in out
+    assert '<pre><code class="language-python"><mark>x = a_b</mark> * c_d' in out
+    assert '<span class="kbqa-math">$E = m c^2$</span>' in out and "a_b_c" in out
+    assert "<script" not in out and "&lt;script&gt;" in out
+    assert out.count("kbqa-first-mark") == 1
+    # A PDF opens on the cited page only, with its number.
+    paged = "第一页的文字。\n\f\n第二页：守灯人姓林。\n\f\n第三页。"
+    start = paged.index("守灯人")
+    view = render_document("灯塔.pdf", paged, start, start + 5, paged=True)
+    assert "p. 2 / 3" in view and "<mark" in view and "第一页" not in view and "第三页" not in view
+
+
+def test_document_and_conversation_endpoints(served: Served) -> None:
+    client = Client(served.url, verbose=False)
+    docs = client.predict(api_name="/list_documents")
+    assert [d["name"] for d in docs] == ["llm-primer.md"] and docs[0]["chunks"] > 10
+    with pytest.raises(AppError, match="No document named"):
+        client.predict("nope.md", api_name="/delete_document")
+    assert "up to date" in client.predict("llm-primer.md", api_name="/reindex")["message"]
+    answer = client.predict("KV Cache 的代价是什么？", 3, ["llm-primer.md"], api_name="/ask")
+    assert answer["citations"] and answer["citations"][0]["page"] is None  # Markdown has no pages
+    with pytest.raises(AppError, match="Unknown document"):
+        client.predict("KV Cache 的代价是什么？", 3, ["missing.md"], api_name="/ask")
+    with pytest.raises(AppError, match="No conversation"):
+        client.predict("nope", api_name="/load_conversation")
+    assert isinstance(client.predict(api_name="/list_conversations"), list)

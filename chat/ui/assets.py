@@ -92,6 +92,30 @@ a.kbqa-cite:hover, a.kbqa-cite:focus-visible { background: var(--color-accent); 
 #kbqa-input textarea { font-size: 1rem; }
 #kbqa-send, #kbqa-stop, #kbqa-clear { min-width: 96px !important; }
 #kbqa-examples .gallery-item, #kbqa-examples button { font-size: .86rem; }
+.kbqa-hidden { display: none !important; }
+.kbqa-passage.kbqa-md { white-space: normal; }
+.kbqa-md p, .kbqa-doc-md p { margin: 0 0 .5em; }
+.kbqa-md table, .kbqa-doc-md table { border-collapse: collapse; margin: .3em 0; font-size: .86em; }
+.kbqa-md th, .kbqa-md td, .kbqa-doc-md th, .kbqa-doc-md td { border: 1px solid var(--border-color-primary);
+  padding: 2px 6px; vertical-align: top; }
+.kbqa-md pre, .kbqa-doc-md pre { white-space: pre-wrap; background: var(--background-fill-primary);
+  padding: 6px 8px; border-radius: 6px; font-size: .84em; overflow-x: auto; }
+.kbqa-math { font-family: var(--font-mono); font-size: .92em; background: rgba(99, 102, 241, .08);
+  border-radius: 3px; padding: 0 2px; }
+a.kbqa-open { color: var(--color-accent) !important; text-decoration: none !important; cursor: pointer;
+  white-space: nowrap; }
+#kbqa-docview { margin-bottom: 10px; }
+.kbqa-docview { border: 2px solid var(--color-accent-soft); border-radius: var(--radius-lg); padding: 8px 10px;
+  max-height: 60vh; overflow-y: auto; background: var(--block-background-fill); }
+.kbqa-docview-head { position: sticky; top: -8px; background: var(--block-background-fill); font-weight: 600;
+  padding: 4px 0; border-bottom: 1px solid var(--border-color-primary); margin-bottom: 6px; overflow-wrap: anywhere; }
+.kbqa-doc-plain { white-space: pre-wrap; overflow-wrap: anywhere; font-size: .88rem; line-height: 1.65; }
+.kbqa-docview mark { background: #fde68a; color: inherit; }
+.kbqa-doc-results { list-style: none; margin: 0; padding: 0; font-size: .9rem; }
+.kbqa-doc-results li { margin: 2px 0; padding: 4px 8px; border-radius: 4px; overflow-wrap: anywhere; }
+.kbqa-doc-ok { background: rgba(22, 163, 74, .08); }
+.kbqa-doc-bad { background: rgba(220, 38, 38, .08); }
+#kbqa-convs label { width: 100%; font-size: .86rem; }
 .kbqa-toast { position: fixed; bottom: 24px; left: 50%; transform: translateX(-50%); z-index: 1000;
   background: #111827; color: #fff; padding: 6px 14px; border-radius: 8px; font-size: .85rem; opacity: .92; }
 """
@@ -129,6 +153,26 @@ JS = r"""
     }
     toast("已复制 / Copied");
   };
+  // "Open in document": hand the cited place to Python through a hidden textbox and button.
+  window.__kbqaShowDocMark = () => {
+    const mark = document.querySelector("#kbqa-docview .kbqa-first-mark") || document.querySelector("#kbqa-docview mark");
+    const view = document.querySelector("#kbqa-docview");
+    if (view) view.scrollIntoView({ behavior: "instant", block: "nearest" });
+    if (mark) mark.scrollIntoView({ behavior: "instant", block: "center" });
+  };
+  document.addEventListener("click", (ev) => {
+    const open = ev.target.closest && ev.target.closest("a.kbqa-open");
+    if (!open) return;
+    ev.preventDefault();
+    ev.stopPropagation();
+    const box = document.querySelector("#kbqa-open-req textarea, #kbqa-open-req input");
+    const button = document.querySelector("#kbqa-open-btn");
+    if (!box || !button) return;
+    box.value = JSON.stringify({ doc: open.dataset.doc, start: Number(open.dataset.start),
+                                 end: Number(open.dataset.end) });
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => button.click(), 30);
+  }, true);
   document.addEventListener("click", (ev) => {
     const link = ev.target.closest && ev.target.closest("a.kbqa-cite, a.kbqa-copy, a.kbqa-sources-link");
     if (!link) return;

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
@@ -20,11 +20,13 @@ from chat.answer import Answer, Citation, SentenceCheck
 from chat.generation import ENABLE_HINT
 from chat.grounding import strip_citations
 from chat.passages import Passage
+from kb.chunk import PAGE_BREAK, page_at, page_text
 from kb.sentences import split_sentences
 
 # The note the Assistant appends when a stream is cut; the UI shows it as a banner instead.
 INCOMPLETE_NOTE = "\n\n⚠ 回答未完成 / Answer incomplete:"
 USER_PREVIEW_CHARS = 600
+PageOf = Callable[[str, int], "int | None"]  # (document, offset) -> 1-based page, None without pages
 
 _md = (
     MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False, "typographer": False})
@@ -92,8 +94,10 @@ def shown_notices(answer: Answer) -> list[str]:
 
 
 def answer_body_text(answer: Answer) -> str:
+    """The answer without the note the Assistant appends to a cut stream (shown as a banner from
+    ``answer.complete``/``answer.error`` instead); the note goes once the core stops writing it."""
     text = answer.text
-    if answer.error and INCOMPLETE_NOTE in text:
+    if not answer.complete and INCOMPLETE_NOTE in text:
         text = text[: text.rindex(INCOMPLETE_NOTE)]
     return text
 
@@ -267,31 +271,31 @@ SOURCES_EMPTY = (
 )
 
 
-def render_sources(turns: Sequence[SourceTurn]) -> str:
+def render_sources(turns: Sequence[SourceTurn], page_of: PageOf | None = None) -> str:
     shown = [t for t in turns if t.answer is not None]
     if not shown:
         return SOURCES_EMPTY
     blocks = []
     for i, turn in enumerate(reversed(shown)):
         assert turn.answer is not None
-        blocks.append(_turn_sources(turn.id, turn.question, turn.answer, open_=i == 0))
+        blocks.append(_turn_sources(turn.id, turn.question, turn.answer, open_=i == 0, page_of=page_of))
     return '<div class="kbqa-sources-list">' + "".join(blocks) + "</div>"
 
 
-def _turn_sources(turn: int, question: str, answer: Answer, *, open_: bool) -> str:
+def _turn_sources(turn: int, question: str, answer: Answer, *, open_: bool, page_of: PageOf | None = None) -> str:
     q = question.strip().replace("\n", " ")
     q = q if len(q) <= 80 else q[:80] + "…"
     cited_ids = set()
     items = []
     for c in answer.citations:
         cited_ids.add(c.passage.id)
-        items.append(_passage_html(c.passage, f"kbqa-src-{turn}-{c.n}", f"[{c.n}]", c))
+        items.append(_passage_html(c.passage, f"kbqa-src-{turn}-{c.n}", f"[{c.n}]", c, page_of))
     if not items:
         items.append('<p class="kbqa-notice">此回答没有引用段落 / This answer cites no passages.</p>')
     others = [p for p in answer.passages if p.id not in cited_ids]
     more = ""
     if others:
-        inner = "".join(_passage_html(p, f"kbqa-ret-{turn}-{j}", f"#{answer.passages.index(p) + 1}", None)
+        inner = "".join(_passage_html(p, f"kbqa-ret-{turn}-{j}", f"#{answer.passages.index(p) + 1}", None, page_of)
                         for j, p in enumerate(others))
         more = (f'<details class="kbqa-more"{"" if answer.citations else " open"}><summary>其他检索到的段落 / Other retrieved passages ({len(others)})'
                 f"</summary>{inner}</details>")
@@ -300,27 +304,125 @@ def _turn_sources(turn: int, question: str, answer: Answer, *, open_: bool) -> s
             f'<summary><span class="kbqa-q">问 / Q{turn}</span> {esc(q)}</summary>{"".join(items)}{more}{copy}</details>')
 
 
-def _passage_html(p: Passage, anchor: str, label: str, citation: Citation | None) -> str:
-    text = p.text
-    marked = esc(text)
+def _passage_html(p: Passage, anchor: str, label: str, citation: Citation | None,
+                  page_of: PageOf | None = None) -> str:
+    text = p.display_text  # a continued table's header row in front, so the table renders as a table
+    shift = len(p.context) + 1 if p.context else 0
+    lo = hi = -1
     quote_info = ""
     if citation is not None:
         lo, hi = citation.start - p.start, citation.end - p.start
-        if not (0 <= lo < hi <= len(text) and text[lo:hi] == citation.quote):
-            found = text.find(citation.quote)
+        if not (0 <= lo < hi <= len(p.text) and p.text[lo:hi] == citation.quote):
+            found = p.text.find(citation.quote)
             lo, hi = (found, found + len(citation.quote)) if found >= 0 and citation.quote else (-1, -1)
         if lo >= 0:
-            marked = f"{esc(text[:lo])}<mark>{esc(text[lo:hi])}</mark>{esc(text[hi:])}"
+            lo, hi = lo + shift, hi + shift
         quote_info = f" · 引文 / quote {citation.start}–{citation.end}"
-    context = f'<div class="kbqa-context">{esc(p.context)}</div>' if p.context else ""
+    body = render_markdown(text, lo, hi)
     section = esc(p.section.replace(" > ", " › ")) or "（无标题 / no heading）"
+    at = citation.start if citation is not None else p.start
+    page = page_of(p.doc, at) if page_of else None
+    page_info = f" · p. {page}" if page else ""
+    open_link = (f'<a class="kbqa-open" href="#kbqa-open" data-doc="{esc(p.doc)}" data-start="{at}" '
+                 f'data-end="{citation.end if citation is not None else p.end}">在文档中打开 / Open in document</a>')
     return (
         f'<section class="kbqa-source" id="{anchor}">'
         f'<div class="kbqa-source-head"><span class="kbqa-n">{esc(label)}</span> <span class="kbqa-section">{section}'
         f"</span></div>"
-        f'<div class="kbqa-meta">{esc(p.doc)} · 段落 / passage {p.start}–{p.end}{quote_info}</div>'
-        f'{context}<div class="kbqa-passage">{marked}</div></section>'
+        f'<div class="kbqa-meta">{esc(p.doc)}{page_info} · 段落 / passage {p.start}–{p.end}{quote_info} · {open_link}</div>'
+        f'<div class="kbqa-passage kbqa-md">{body}</div></section>'
     )
+
+
+# --- Markdown with a highlighted span ------------------------------------------------------
+# Private-use characters mark the span and stand in for formulas while markdown-it runs.
+_MARK_START = "\ue010"
+_MARK_END = "\ue011"
+_MATH_SLOT = "\ue012"
+_MATH_ID_BASE = 0xE200
+_MATH = re.compile(r"\$\$(?:.|\n)+?\$\$|\$(?=\S)[^$\n]+?(?<=\S)\$|\\\((?:.|\n)+?\\\)|\\\[(?:.|\n)+?\\\]")
+_LINE_PREFIX = re.compile(r"[ \t]*(?:#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+|\|\s*)*")
+_MARKERS = re.compile(f"[{_MARK_START}{_MARK_END}]")
+
+
+def render_markdown(text: str, lo: int = -1, hi: int = -1) -> str:
+    """Document text rendered as Markdown (tables, code, lists), ``text[lo:hi]`` in ``<mark>``.
+
+    Raw HTML stays escaped; formulas (``$…$``, ``$$…$$``, ``\\(…\\)``) are kept verbatim in a
+    monospace span rather than mangled by emphasis rules.
+    """
+    # Same-length replacements only, so ``lo``/``hi`` still point at the same characters.
+    text = _PRIVATE.sub("\ufffd", text).replace("\f", " ")
+    if 0 <= lo < hi <= len(text):
+        line_start = text.rfind("\n", 0, lo) + 1
+        prefix = _LINE_PREFIX.match(text, line_start)
+        if prefix and line_start <= lo < prefix.end():  # a marker before "|" or "#" would break the block
+            lo = min(prefix.end(), hi)
+        text = text[:lo] + _MARK_START + text[lo:hi] + _MARK_END + text[hi:]
+    formulas: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        if len(formulas) >= 256:  # one private character per formula; more stay as plain text
+            return match.group(0)
+        formulas.append(match.group(0))
+        return _MATH_SLOT + chr(_MATH_ID_BASE + len(formulas) - 1)
+
+    held = _MATH.sub(hold, text)
+    rendered = _md.render(held)
+    rendered = re.sub(
+        f"{_MATH_SLOT}([\ue200-\ue2ff])",
+        lambda m: f'<span class="kbqa-math">{esc(formulas[ord(m.group(1)) - _MATH_ID_BASE])}</span>',
+        rendered,
+    )
+    return _highlight(rendered)
+
+
+def _highlight(rendered: str) -> str:
+    """Turn the span markers into ``<mark>`` around text only, so the HTML stays well nested."""
+    out: list[str] = []
+    inside = False
+    first = True
+    for i, piece in enumerate(_TAG.split(rendered)):
+        if i % 2:
+            out.append(piece)
+            continue
+        for part in re.split(f"([{_MARK_START}{_MARK_END}])", piece):
+            if part == _MARK_START:
+                inside = True
+            elif part == _MARK_END:
+                inside = False
+            elif part:
+                if inside and part.strip():
+                    anchor = ' class="kbqa-first-mark"' if first else ""
+                    first = False
+                    out.append(f"<mark{anchor}>{part}</mark>")
+                else:
+                    out.append(part)
+    return _MARKERS.sub("", "".join(out))
+
+
+def render_document(name: str, text: str, start: int, end: int, *, paged: bool) -> str:
+    """The whole document (for a PDF: the cited page) with ``text[start:end]`` highlighted."""
+    head = esc(name)
+    if paged:
+        page = page_at(text, start) or 1
+        pages = text.count(PAGE_BREAK) + 1
+        lo, hi = page_text(text, page)
+        body_text = text[lo:hi]
+        s, e = max(start - lo, 0), min(end - lo, len(body_text))
+        body = (f"{esc(body_text[:s])}<mark class=\"kbqa-first-mark\">{esc(body_text[s:e])}</mark>{esc(body_text[e:])}"
+                if 0 <= s < e else esc(body_text))
+        head += f" · p. {page} / {pages}"
+        inner = f'<div class="kbqa-doc-plain">{body}</div>'
+    elif name.lower().endswith((".md", ".markdown", ".mdx")):
+        inner = f'<div class="kbqa-doc-md">{render_markdown(text, start, end)}</div>'
+    else:
+        s, e = max(start, 0), min(end, len(text))
+        body = (f"{esc(text[:s])}<mark class=\"kbqa-first-mark\">{esc(text[s:e])}</mark>{esc(text[e:])}"
+                if s < e else esc(text))
+        inner = f'<div class="kbqa-doc-plain">{body}</div>'
+    return (f'<div class="kbqa-docview" data-doc="{esc(name)}"><div class="kbqa-docview-head">📄 {head} · '
+            f"{start}–{end}</div>{inner}</div>")
 
 
 # --- status line -------------------------------------------------------------------------
