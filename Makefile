@@ -27,7 +27,10 @@ $(VENV)/.test-installed: $(VENV)/.run-installed
 	bash scripts/install-system-deps.sh
 	touch $@
 
+# The converter makes the fast sentence-transformers copy of e5 once (a no-op after); ingest would
+# otherwise do it on first use, so this step only moves the wait to where it is announced.
 run: $(VENV)/.run-installed
+	$(BIN)/python -m kb.e5_convert
 	$(BIN)/python -m ingest
 	$(BIN)/python -m chat
 

