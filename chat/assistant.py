@@ -104,6 +104,8 @@ class Assistant:
         self._embedding: tuple[BaseEmbedding, EmbeddingInfo] | None = None
         self._load_lock = threading.Lock()
         self._similarity_cache: dict[str, list[float]] = {}
+        # Retrievers are built once per committed view (and retriever set and language), not per call.
+        self._hybrids: dict[tuple[int, float, tuple[str, ...], str], HybridRetriever] = {}
 
     # --- knowledge base --------------------------------------------------------------
     def _view(self) -> IndexView:
@@ -136,6 +138,16 @@ class Assistant:
 
     def _hybrid(self, view: IndexView, using: tuple[str, ...] = (DENSE, BM25),
                 language: Language = "zh") -> HybridRetriever:
+        # The key names the commit, so a request on an older view never gets a newer view's retrievers.
+        key = (view.generation, view.manifest.updated_at, tuple(using), language)
+        hybrid = self._hybrids.get(key)
+        if hybrid is None:
+            if len(self._hybrids) >= 8:  # views of earlier commits
+                self._hybrids.clear()
+            hybrid = self._hybrids[key] = self._build_hybrid(view, using, language)
+        return hybrid
+
+    def _build_hybrid(self, view: IndexView, using: tuple[str, ...], language: Language) -> HybridRetriever:
         s = self.settings
 
         # Every retriever of one request reads the same generation: another replica may commit a new
