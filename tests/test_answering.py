@@ -141,8 +141,8 @@ def test_generative_answer_streams_and_resolves_citations(primer_settings, ollam
     answer = items[-1]
     assert isinstance(answer, Answer) and answer.mode == "generative" and answer.model == STANDIN_MODEL
     # The tiny model seldom stops by itself within 40 tokens; then the answer is honestly cut at the limit.
-    assert answer.complete == (answer.error is None)
-    assert answer.error is None or "token limit" in answer.error
+    assert answer.error is None
+    assert answer.complete or any("token limit" in notice for notice in answer.notices)
     assert len(items) > 2  # streamed in pieces
     assert answer.timings.first_token_ms is not None and answer.timings.generation_ms > 0
     assert_citations_point_into_the_document(answer, seed_text)
