@@ -14,7 +14,7 @@ from llama_index.core.embeddings import BaseEmbedding
 from chat import extractive
 from chat.answer import Answer, Timings
 from chat.citations import check_sentences, normalize_marks
-from chat.generation import ENABLE_HINT, GenerationError, OllamaBackend, enable_hint
+from chat.generation import ENABLE_HINT, AnswerCutOff, GenerationError, OllamaBackend, enable_hint
 from chat.grounding import cosine
 from chat.passages import Passage
 from chat.prompts import REFUSAL, REWRITE_PROMPT, history_text, system_prompt, user_message
@@ -104,6 +104,8 @@ class Assistant:
         self._embedding: tuple[BaseEmbedding, EmbeddingInfo] | None = None
         self._load_lock = threading.Lock()
         self._similarity_cache: dict[str, list[float]] = {}
+        # Retrievers are built once per committed view (and retriever set and language), not per call.
+        self._hybrids: dict[tuple[int, float, tuple[str, ...], str], HybridRetriever] = {}
 
     # --- knowledge base --------------------------------------------------------------
     def _view(self) -> IndexView:
@@ -136,6 +138,16 @@ class Assistant:
 
     def _hybrid(self, view: IndexView, using: tuple[str, ...] = (DENSE, BM25),
                 language: Language = "zh") -> HybridRetriever:
+        # The key names the commit, so a request on an older view never gets a newer view's retrievers.
+        key = (view.generation, view.manifest.updated_at, tuple(using), language)
+        hybrid = self._hybrids.get(key)
+        if hybrid is None:
+            if len(self._hybrids) >= 8:  # views of earlier commits
+                self._hybrids.clear()
+            hybrid = self._hybrids[key] = self._build_hybrid(view, using, language)
+        return hybrid
+
+    def _build_hybrid(self, view: IndexView, using: tuple[str, ...], language: Language) -> HybridRetriever:
         s = self.settings
 
         # Every retriever of one request reads the same generation: another replica may commit a new
@@ -263,12 +275,19 @@ class Assistant:
         generation_started = time.perf_counter()
         parts: list[str] = []
         error: str | None = None
+        cut_off = False
         try:
             for delta in self.backend.stream(system_prompt(prepared.language), user_message(prepared.text, passages)):
                 if timings.first_token_ms is None:
                     timings.first_token_ms = (time.perf_counter() - started) * 1000
                 parts.append(delta)
                 yield delta
+        except AnswerCutOff as exc:
+            if exc.before_first_token:
+                raise
+            # Not a failure: the answer reached the limit it was given. Incomplete, and the notes say why.
+            cut_off = True
+            prepared.notices.append(f"回答在长度上限处被截断 / {exc}")
         except GenerationError as exc:
             if exc.before_first_token:
                 raise
@@ -281,11 +300,12 @@ class Assistant:
         refused = any(sentence in raw for sentence in REFUSAL.values())
         text = normalize_marks(raw, len(passages))
         answer = self._finish(prepared, text, passages, "generative", self.backend.model, timings, started,
-                              refused=refused, error=error)
+                              refused=refused, error=error, complete=error is None and not cut_off)
         yield answer
 
     def _finish(self, prepared: PreparedQuestion, text: str, passages: list[Passage], mode: str, model: str | None,
-                timings: Timings, started: float, *, refused: bool, error: str | None = None) -> Answer:
+                timings: Timings, started: float, *, refused: bool, error: str | None = None,
+                complete: bool = True) -> Answer:
         if refused:
             citations, sentences = [], []
         else:
@@ -294,7 +314,7 @@ class Assistant:
         return Answer(
             question=prepared.original, text=text, mode=mode,  # type: ignore[arg-type]
             citations=citations, passages=passages, sentences=sentences, refused=refused,
-            complete=error is None, model=model,
+            complete=complete and error is None, model=model,
             standalone_question=prepared.text if prepared.rewritten_from_history else None,
             notices=prepared.notices, error=error, timings=timings,
         )

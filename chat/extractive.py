@@ -35,6 +35,8 @@ REFUSE_BELOW_DENSE_EN = 0.78
 _TERM = re.compile(r"[A-Za-z][A-Za-z0-9\-]*[A-Za-z0-9]|[A-Za-z]")
 _META_WORDS = {"faq", "doc", "document", "section", "table", "text", "article", "paper"}
 
+_WORDISH = re.compile(r"[\w\u4e00-\u9fff]")
+_HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
 _MARKUP = re.compile(r"\*\*|`|^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
 
 
@@ -153,12 +155,20 @@ def candidates(passage: Passage) -> list[Span]:
     spans = split_sentences(passage.text)
     out = []
     for i, span in enumerate(spans):
-        if span.is_heading or _is_label(span.text):
+        if span.is_heading or _is_label(span.text) or _says_nothing(span.text):
             continue
         if span.is_table_row and (i == 0 or not spans[i - 1].is_table_row) and not _starts_after_context(passage, span):
             continue  # the header row: column names, no facts
         out.append(span)
     return out
+
+
+def _says_nothing(text: str) -> bool:
+    """A code fence ("```bash"), a lone bracket of JSON or a bare HTML tag: no statement to quote."""
+    stripped = text.strip()
+    if stripped.startswith(("```", "~~~")):
+        return True
+    return len(_WORDISH.findall(_HTML_TAG.sub(" ", stripped))) < 2
 
 
 def _is_label(text: str) -> bool:

@@ -140,7 +140,9 @@ def test_generative_answer_streams_and_resolves_citations(primer_settings, ollam
     items = list(bot.stream("KV Cache 的代价是什么？"))
     answer = items[-1]
     assert isinstance(answer, Answer) and answer.mode == "generative" and answer.model == STANDIN_MODEL
-    assert answer.complete and answer.error is None
+    # The tiny model seldom stops by itself within 40 tokens; then the answer is honestly cut at the limit.
+    assert answer.error is None
+    assert answer.complete or any("token limit" in notice for notice in answer.notices)
     assert len(items) > 2  # streamed in pieces
     assert answer.timings.first_token_ms is not None and answer.timings.generation_ms > 0
     assert_citations_point_into_the_document(answer, seed_text)

@@ -65,3 +65,14 @@ def test_noise_stripping_keeps_content():
     assert query_tokens("ticket 4711 RoPE") == query_tokens("RoPE") == ["rope"]
     assert query_tokens("端口 8000 用于什么") == ["端口", "8000", "用于"]  # numbers that are content stay
     assert content_question("What is the system prompt field of the generate endpoint?").startswith("What is")
+
+
+def test_code_fences_and_lone_brackets_are_never_quoted():
+    from chat.extractive import candidates
+    from chat.passages import Passage
+
+    text = "Start the server:\n\n```shell\ncurl http://localhost:11434/api/ps\n```\n\n{\n}\n"
+    passage = Passage(id="x", text=text, doc="d.md", section="API", start=0, end=len(text), score=1.0)
+    quoted = [span.text for span in candidates(passage)]
+    assert "curl http://localhost:11434/api/ps" in quoted
+    assert not any(q.startswith("```") or q in "{}" for q in quoted)

@@ -12,16 +12,16 @@ from chat import Assistant
 from ingest.pipeline import run_ingest
 from kb.vector_cache import PASSAGE, QUERY, VectorCache, cache_path
 
-DOC = """# Serving notes
-
-## Batching
-
-Continuous batching keeps the accelerator busy by adding new requests to a running batch.
-
-## Caching
-
-The prefix cache stores attention keys and values of shared prompt prefixes so they are computed once.
-"""
+# Sections long enough that the chunker keeps them apart (it merges small siblings into one chunk).
+_SECTIONS = {
+    "Batching": "Continuous batching keeps the accelerator busy by adding new requests to a running batch.",
+    "Caching": "The prefix cache stores attention keys and values of shared prompt prefixes so they are "
+               "computed once.",
+}
+DOC = "# Serving notes\n\n" + "".join(
+    f"## {name}\n\n" + " ".join(f"{sentence[:-1]} (note {i})." for i in range(5)) + "\n\n"
+    for name, sentence in _SECTIONS.items()
+)
 
 _EMBEDDED = re.compile(r"embedded (\d+) of (\d+) texts")
 
@@ -54,8 +54,8 @@ def test_second_ingest_of_the_same_texts_embeds_nothing(settings_factory, tmp_pa
     assert abs(a.scores["dense"] - b.scores["dense"]) < 1e-4
 
     # An edit embeds only the new texts.
-    (first.docs_dir / "serving.md").write_text(DOC + "\n## Quantization\n\nFour-bit weights take a quarter "
-                                               "of the memory of sixteen-bit weights.\n", encoding="utf-8")
+    quantization = " ".join(f"Four-bit weights take a quarter of the memory of sixteen-bit ones ({i})." for i in range(5))
+    (first.docs_dir / "serving.md").write_text(f"{DOC}## Quantization\n\n{quantization}\n", encoding="utf-8")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ingest.pipeline"):
         run_ingest(first)
