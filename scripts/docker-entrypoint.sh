@@ -1,5 +1,5 @@
 #!/bin/sh
-# Container start: bring the index up to date, then serve the chat UI.
+# Container start: bring the index up to date, then serve the chat UI and the /v1 API.
 # With arguments, run those instead (e.g. `docker compose run --rm app python -m ingest --status`).
 set -eu
 
@@ -18,5 +18,6 @@ if [ "${INGEST_ON_START:-1}" = "1" ]; then
     fi
 fi
 
-# Non-loopback bind: the chat module refuses to start without KBQA_UI_USERNAME/KBQA_UI_PASSWORD.
+# Non-loopback bind: the chat module refuses to start without a UI login (KBQA_UI_USERNAME/KBQA_UI_PASSWORD)
+# and API keys (KBQA_API_KEYS).
 exec python -m chat --host 0.0.0.0

@@ -254,9 +254,8 @@ def test_uploads_folder_setting(tmp_path: Path) -> None:
     assert [d.name for d in Library(settings).list()] == ["uploads/上传.md"]
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (see /work/notes/12-core-bug.md): kb/index.py stores chunks "
-                   "without their text since index_text() cleans markup, so kept chunks come back cut wrongly")
 def test_kept_documents_keep_their_text(tmp_path: Path) -> None:
+    # The Chroma document is the cleaned index text; kept chunks must come back as exact source slices.
     settings = make_settings(tmp_path)
     library = Library(settings)
     library.add("first.md", "# 第一\n\n## 小节\n\n第一份文档的正文，有一个 **加粗** 的词。".encode())
