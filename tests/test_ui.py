@@ -25,8 +25,10 @@ from gradio_client.exceptions import AppError
 
 from chat.answer import Answer, Citation, SentenceCheck
 from chat.assistant import Assistant
+from chat.http.auth import is_loopback
+from chat.http.server import serve
 from chat.passages import Passage
-from chat.ui import AssistantPool, ChatController, ChatSession, build_app, is_loopback, launch
+from chat.ui import AssistantPool, ChatController, ChatSession, build_app
 from chat.ui.feedback import FeedbackLog
 from chat.ui.render import SourceTurn, render_answer, render_sources, render_user
 from kb.settings import Settings
@@ -177,12 +179,12 @@ def test_server_made_no_outbound_connections(served: Served) -> None:
 def test_refuses_public_bind_without_credentials(primer_settings: Settings) -> None:
     port = free_port()
     started = time.perf_counter()
-    assert launch(host="0.0.0.0", port=port, settings=primer_settings) == 2
+    assert serve(host="0.0.0.0", port=port, settings=primer_settings) == 2
     assert time.perf_counter() - started < 5  # refused before loading anything
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "no server may have been started"
     half = primer_settings.model_copy(update={"ui_username": "alice"})
-    assert launch(host="127.0.0.1", port=port, settings=half) == 2  # a username without a password
+    assert serve(host="127.0.0.1", port=port, settings=half) == 2  # a username without a password
 
 
 def test_loopback_detection() -> None:

@@ -18,7 +18,7 @@ from starlette.routing import Mount
 from chat.assistant import Assistant
 from chat.generation import OllamaBackend
 from chat.http import errors
-from chat.http.auth import Guard, LoginWall, api_keys
+from chat.http.auth import Guard, LoginWall, api_keys, credentials
 from chat.http.completions import Completion, question_of
 from chat.http.errors import ApiError
 from chat.http.limits import BodyLimit
@@ -48,7 +48,6 @@ def create_app(settings: Settings | None = None, assistant: Assistant | None = N
     """The API (and, with ``mount_ui``, the Gradio UI at ``/``) over ``assistant``."""
     settings = settings or (assistant.settings if assistant else get_settings())
     assistant = assistant or Assistant(settings)
-    from chat.ui import credentials  # the UI's login rule decides who is logged in for both
 
     login = credentials(settings)
     guard = Guard(api_keys(settings), login is not None)

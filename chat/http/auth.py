@@ -13,12 +13,31 @@ cookie its login sets); ``gradio_user`` reads them there so one login covers the
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Any
 
 from fastapi import Request
 
 from chat.http.errors import ApiError
 from kb.settings import Settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (the one case that needs no login)."""
+    if host.strip().lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def credentials(settings: Settings) -> tuple[str, str] | None:
+    """The UI login (username, password), or None when none is configured; it also admits a browser to the API."""
+    password = settings.ui_password.get_secret_value() if settings.ui_password else ""
+    if settings.ui_username and password:
+        return settings.ui_username, password
+    return None
 
 
 def api_keys(settings: Settings) -> list[str]:

@@ -13,7 +13,7 @@ import uvicorn
 
 from chat.assistant import Assistant
 from chat.http.app import create_app
-from chat.http.auth import api_keys
+from chat.http.auth import api_keys, credentials, is_loopback
 from kb.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 def exposure_problem(host: str, settings: Settings, allow_unauthenticated: bool) -> str | None:
     """Why serving on ``host`` with these settings is refused, or None when it may start."""
-    from chat.ui import credentials, is_loopback
-
     password = settings.ui_password.get_secret_value() if settings.ui_password else ""
     if bool(settings.ui_username) != bool(password):
         return "Set both KBQA_UI_USERNAME and KBQA_UI_PASSWORD, or neither."
@@ -50,8 +48,6 @@ def serve(host: str | None = None, port: int | None = None, allow_unauthenticate
     if problem:
         log.error("%s", problem)
         return 2
-    from chat.ui import credentials, is_loopback
-
     if not is_loopback(host) and (credentials(settings) is None or not api_keys(settings)):
         log.warning("Serving on %s WITHOUT %s (--allow-unauthenticated).", host,
                     "a login" if credentials(settings) is None else "API keys")

@@ -1,6 +1,6 @@
 """The web UI: ``python -m chat`` serves a Gradio chat on http://127.0.0.1:7860.
 
-- ``build_app(assistant, settings)`` makes the app; ``launch(host, port, allow_unauthenticated)`` serves it.
+- ``build_app(assistant, settings)`` makes the app; ``python -m chat`` serves it with the HTTP API (``chat.http.server``).
 - Each browser session keeps its own conversation in ``gr.State``; settings chosen in the page (top-k,
   mode, model) are passed per call and never written into the shared ``Assistant`` instances.
 - Conversations are saved in SQLite (``chat.conversations``) per user: the login name, or one local
@@ -19,10 +19,8 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import ipaddress
 import json
 import logging
-import signal
 import tempfile
 import threading
 import time
@@ -166,8 +164,8 @@ class ChatSession:
         return self.busy_since is not None and time.monotonic() - self.busy_since < BUSY_TIMEOUT_SECONDS
 
     def history(self) -> list[tuple[str, str]]:
-        """Earlier complete answers, for follow-up questions."""
-        return [(t.question, t.answer.text) for t in self.turns if t.answer is not None and t.answer.complete]
+        """Earlier answers that did not fail, for follow-up questions (one cut at the token limit still counts)."""
+        return [(t.question, t.answer.text) for t in self.turns if t.answer is not None and t.answer.error is None]
 
     def show(self, turn: Turn, content: str) -> None:
         self.messages[turn.message_index] = {"role": "assistant", "content": content}
@@ -740,70 +738,3 @@ def build_app(assistant: Assistant | AssistantFactory | None = None, settings: S
         gr.api(ctl.api_delete_conversation, api_name="delete_conversation")
     app.queue(default_concurrency_limit=CONCURRENCY)
     return app
-
-
-# --- serving -------------------------------------------------------------------------------------
-def is_loopback(host: str) -> bool:
-    if host.strip().lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def credentials(settings: Settings) -> tuple[str, str] | None:
-    password = settings.ui_password.get_secret_value() if settings.ui_password else ""
-    if settings.ui_username and password:
-        return settings.ui_username, password
-    return None
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def launch(host: str | None = None, port: int | None = None, allow_unauthenticated: bool = False, *,
-           settings: Settings | None = None) -> int:
-    """Serve the UI until interrupted; returns the process exit code (2: refused or could not start)."""
-    settings = settings or get_settings()
-    host = host or settings.ui_host
-    port = port or settings.ui_port
-    auth = credentials(settings)
-    if bool(settings.ui_username) != bool(settings.ui_password and settings.ui_password.get_secret_value()):
-        log.error("Set both KBQA_UI_USERNAME and KBQA_UI_PASSWORD, or neither.")
-        return 2
-    if not is_loopback(host) and auth is None:
-        if not (allow_unauthenticated or settings.ui_allow_unauthenticated):
-            log.error(
-                "Refusing to serve the UI on %s without a login: anyone on the network could use it. "
-                "Set KBQA_UI_USERNAME and KBQA_UI_PASSWORD, or pass --allow-unauthenticated "
-                "(KBQA_UI_ALLOW_UNAUTHENTICATED=true) if the network is trusted. The default, 127.0.0.1, "
-                "is reachable from this machine only.", host)
-            return 2
-        log.warning("Serving the UI on %s WITHOUT a login (--allow-unauthenticated).", host)
-
-    assistant = Assistant(settings)
-    try:  # also loads the embedding model now rather than on the first question
-        st = assistant.status()
-        log.info("Mode: %s (%s)", st.mode, st.mode_detail)
-        log.info("Index: %s", f"{st.documents} documents, {st.chunks} chunks, {st.embedding}" if st.index_ok
-                 else st.index_detail)
-    except Exception as exc:
-        log.warning("Status check failed: %s", exc)
-    app = build_app(assistant, settings)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # `docker stop` closes the server like Ctrl+C does
-    log.info("Chat UI on http://%s:%d%s", host if ":" not in host else f"[{host}]", port,
-             " (login required)" if auth else "")
-    try:
-        app.launch(server_name=host, server_port=port, auth=auth, auth_message="请登录 / Please log in",
-                   show_error=True, quiet=True)
-    except OSError as exc:
-        log.error("Could not start the UI on %s:%d: %s", host, port, exc)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        app.close()
-    return 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from markdown_it import MarkdownIt
 
 from chat.answer import Answer, Citation, SentenceCheck
-from chat.generation import ENABLE_HINT
+from chat.generation import ENABLE_HINT, PULL_HINT
 from chat.grounding import strip_citations
 from chat.passages import Passage
 from kb.chunk import PAGE_BREAK, page_at, page_text
@@ -89,7 +89,7 @@ def render_stopped(partial: str) -> str:
 
 def shown_notices(answer: Answer) -> list[str]:
     """Notices worth repeating under an answer; the how-to-enable-generation hint is on the status line."""
-    notices = (n.replace(ENABLE_HINT, "").strip() for n in answer.notices)
+    notices = (n.replace(ENABLE_HINT, "").replace(PULL_HINT, "").strip() for n in answer.notices)  # the status line shows them
     return [n for n in notices if n]
 
 
