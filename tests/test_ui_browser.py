@@ -275,8 +275,6 @@ def test_documents_scope_document_view_and_conversations(browser: Any, tmp_path:
 
     with served(Assistant(settings), settings, library=library) as url:
         ui = Page(browser, url)
-        # The PDF first: until the core bug in /work/notes/12-core-bug.md is fixed, a Markdown file kept
-        # through a later ingest loses its chunk texts.
         msg = _upload(ui, [str(pdf), str(md)])
         # Progress is shown in the page while the files are read and embedded.
         expect(msg.get_by_text(re.compile(r"\((1|2)/2\): "))).to_be_visible(timeout=60_000)

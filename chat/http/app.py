@@ -116,7 +116,7 @@ def _api(settings: Settings, pool: AssistantPool, guard: Guard) -> APIRouter:
         choice = choice_for(body.model, settings, body.temperature, body.max_completion_tokens or body.max_tokens)
         bot = await run_in_threadpool(pool.get, choice)
         question = question_of(body, bot)
-        completion = Completion(body.model)
+        completion = Completion(body.model, document_texts().page_of)
         if not body.stream:
             answer = await run_in_threadpool(bot.ask, question.text, question.history or None, **question.kwargs)
             return JSONResponse(completion.reply(answer))
@@ -126,14 +126,19 @@ def _api(settings: Settings, pool: AssistantPool, guard: Guard) -> APIRouter:
         return StreamingResponse(completion.stream(first, items), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    library: list[Any] = []
+    library: list[Any] = []  # made on first use: listing models or answering needs no Library
 
     def docs_library() -> Any:
         if not library:
-            from ingest.library import Library
+            from ingest.library import DocumentTexts, Library
 
             library.append(Library(settings))
+            library.append(DocumentTexts(library[0]))
         return library[0]
+
+    def document_texts() -> Any:
+        docs_library()
+        return library[1]
 
     @router.get("/documents", summary="Documents in the knowledge base, and files skipped with the reason")
     def list_documents() -> dict[str, Any]:

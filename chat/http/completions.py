@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,12 +56,19 @@ def question_of(request: ChatCompletionRequest, assistant: Assistant) -> Questio
     return Question(request.messages[last_user].text(), history, kwargs)
 
 
-def kbqa_fields(answer: Answer) -> dict[str, Any]:
-    """The project's fields of a reply, from the same ``Answer.to_dict()`` that ``/ask`` returns."""
+PageOf = Callable[[str, int], int | None]
+
+
+def kbqa_fields(answer: Answer, page_of: PageOf | None = None) -> dict[str, Any]:
+    """The project's fields of a reply, from the same ``Answer.to_dict()`` that ``/ask`` returns.
+
+    ``page_of(doc, offset)`` gives a citation's PDF page (``ingest.library.DocumentTexts.page_of``).
+    """
     d = answer.to_dict()
     return {
         "citations": [{"n": c["n"], "doc": c["doc"], "section": c["section"], "start": c["start"], "end": c["end"],
-                       "quote": c["quote"], "page": c.get("page")} for c in d["citations"]],
+                       "quote": c["quote"], "page": page_of(c["doc"], c["start"]) if page_of else c.get("page")}
+                      for c in d["citations"]],
         "refused": d["refused"], "mode": d["mode"], "unsupported": d["unsupported"], "complete": d["complete"],
         "timings": d["timings"], "notices": d["notices"], "error": d["error"], "answer_model": d["model"],
         "standalone_question": d["standalone_question"],
@@ -75,10 +82,11 @@ def finish_reason(answer: Answer) -> str:
 class Completion:
     """One reply's identity, shared by its JSON form and each of its stream chunks."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, page_of: PageOf | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
+        self.page_of = page_of
 
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
@@ -89,7 +97,7 @@ class Completion:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
                          "finish_reason": finish_reason(answer)}],
             "usage": None,
-            **kbqa_fields(answer),
+            **kbqa_fields(answer, self.page_of),
         }
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
@@ -110,7 +118,7 @@ class Completion:
                 if item:
                     yield self.chunk({"content": item})
                 item = next(rest)
-            yield self.chunk({}, finish_reason(item), text=item.text, **kbqa_fields(item))
+            yield self.chunk({}, finish_reason(item), text=item.text, **kbqa_fields(item, self.page_of))
         except StopIteration:
             yield sse(from_exception(RuntimeError("the answer ended without a result")).body())
         except Exception as exc:  # headers are sent: the error goes in the stream, as OpenAI does

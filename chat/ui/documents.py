@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import html
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest.library import DocumentError, Library, UploadResult
-from ingest.reader import Candidate, Skipped, read_document
-from kb.chunk import page_at
+from ingest.library import PAGED_SUFFIXES, DocumentError, DocumentTexts, Library, UploadResult
 from kb.errors import KbqaError
 
 log = logging.getLogger(__name__)
@@ -24,7 +21,6 @@ log = logging.getLogger(__name__)
 TABLE_HEADERS = ["文档 / Document", "类型 / Type", "大小 / Size", "段落 / Chunks", "索引时间 / Indexed", "状态 / Status"]
 CONFLICT_MODES = (("不覆盖，提示我 / Ask (do not overwrite)", "error"), ("替换 / Replace", "replace"),
                   ("保留两者 / Keep both", "keep_both"))
-PAGED_SUFFIXES = (".pdf",)
 Progress = Callable[[float, str], None]
 
 
@@ -38,39 +34,6 @@ def human_size(size: int) -> str:
     if size < 1_000_000:
         return f"{size / 1000:.1f} KB"
     return f"{size / 1e6:.1f} MB"
-
-
-class DocumentTexts:
-    """A document's text as ingest reads it (chunk offsets point into it), cached per file version."""
-
-    def __init__(self, library: Library) -> None:
-        self.library = library
-        self._cache: dict[str, tuple[tuple[int, int], str]] = {}
-        self._lock = threading.Lock()
-
-    def text(self, name: str) -> str:
-        path = self.library.path_of(name)
-        stat = path.stat()
-        key = (stat.st_mtime_ns, stat.st_size)
-        with self._lock:
-            cached = self._cache.get(name)
-            if cached and cached[0] == key:
-                return cached[1]
-        doc = read_document(Candidate(path, name), self.library.max_bytes())
-        if isinstance(doc, Skipped):
-            raise DocumentError(f"{name} cannot be read now: {doc.reason}", status=409)
-        with self._lock:
-            self._cache[name] = (key, doc.text)
-        return doc.text
-
-    def page_of(self, name: str, offset: int) -> int | None:
-        """1-based page of an offset in a PDF; None for documents without pages (or unreadable now)."""
-        if not name.lower().endswith(PAGED_SUFFIXES):
-            return None
-        try:
-            return page_at(self.text(name), offset) or 1
-        except KbqaError:
-            return None
 
 
 def _result_line(ok: bool, text: str) -> str:
