@@ -314,8 +314,13 @@ def test_generative_answer_streamed_in_pieces(gen_server: LiveServer, ollama: An
     pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert len(pieces) > 2
     last = chunks[-1]
-    assert extra(last, "mode") == "generative" and extra(last, "complete") is True
-    assert last.choices[0].finish_reason == "stop"
+    assert extra(last, "mode") == "generative" and extra(last, "error") is None
+    # The tiny stand-in model may honestly run into the token limit: then the answer says it is incomplete.
+    if extra(last, "complete"):
+        assert last.choices[0].finish_reason == "stop"
+    else:
+        assert last.choices[0].finish_reason == "length"
+        assert any("token limit" in n for n in extra(last, "notices")), extra(last, "notices")
     assert ollama.requests("/api/chat")[-1]["body"]["model"] == STANDIN_MODEL
 
 
