@@ -12,22 +12,16 @@ Run: python -m benchmarks.ui_latency [--questions 20] [--sessions 10] [--standin
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
-import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT, load_average, percentile, temp_settings
-from chat import Assistant
 from eval.datasets import load_gold
 from ingest.pipeline import run_ingest
 from kb.settings import Settings
@@ -35,7 +29,7 @@ from tests.ollama_standin import OllamaStandIn
 
 # gradio and gradio_client (through huggingface_hub) read their environment at import time, so they are
 # imported after benchmarks.common and chat.ui have set it.
-from chat.ui import build_app  # isort: skip
+from benchmarks.serving import serving  # isort: skip
 from gradio_client import Client  # isort: skip
 
 STANDIN_MODEL = "smollm2:135m"
@@ -49,26 +43,6 @@ class Timing:
     first_text_ms: float
     complete_ms: float
     ok: bool
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    assistant = Assistant(settings)
-    assistant.status()  # load the embedding model before the clock starts, as `python -m chat` does
-    app = build_app(assistant, settings)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        with contextlib.redirect_stdout(io.StringIO()):  # Gradio prints "Closing server…"
-            app.close()
 
 
 def _bot_text(messages: Any) -> str:

@@ -14,28 +14,21 @@ Run: python -m benchmarks.upload_bench [--big-kb 60] [--cli-runs 2]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT, load_average, percentile, temp_settings
-from chat import Assistant
 from ingest.pipeline import run_ingest
-from kb.settings import Settings
 
-from chat.ui import build_app  # isort: skip
+from benchmarks.serving import serving  # isort: skip
 from gradio_client import Client, handle_file  # isort: skip
 
 log = logging.getLogger("benchmarks.upload_bench")
@@ -57,26 +50,6 @@ def synthetic_doc(title: str, target_bytes: int, seed: int) -> str:
             f"冬季最低气温为零下{5 + i % 25}度，夏季降水量约{100 + 3 * i}毫米。\n"
         )
     return "\n".join(parts)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[str]:
-    assistant = Assistant(settings)
-    assistant.status()  # the app is up and warm, as after `python -m chat`
-    app = build_app(assistant, settings)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        with contextlib.redirect_stdout(io.StringIO()):
-            app.close()
 
 
 def cli_ingest_seconds(doc: Path) -> float:
