@@ -11,8 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HOME=/opt/hf \
     GRADIO_ANALYTICS_ENABLED=False \
-    ANONYMIZED_TELEMETRY=False \
-    OMP_WAIT_POLICY=PASSIVE
+    ANONYMIZED_TELEMETRY=False
 
 # CJK font so Chinese renders in the UI and in the eval report's plots.
 RUN apt-get update \

@@ -167,9 +167,10 @@ def fuse(result_lists: Sequence[tuple[str, list[NodeWithScore]]], weights: Fusio
             cid = hit.node.node_id
             totals[cid] = totals.get(cid, 0.0) + w / (weights.rrf_k + rank)
             if cid not in fused:
-                fused[cid] = NodeWithScore(node=hit.node.model_copy(deep=True), score=0.0)
-                fused[cid].node.metadata["found_by"] = {}
-                fused[cid].node.metadata["scores"] = {}
+                # A shallow copy with its own metadata dict: the input nodes stay as they were, and a
+                # deep copy of every candidate's text cost ~5 ms a query.
+                node = hit.node.model_copy(update={"metadata": {**hit.node.metadata, "found_by": {}, "scores": {}}})
+                fused[cid] = NodeWithScore(node=node, score=0.0)
             meta = fused[cid].node.metadata
             meta["found_by"].setdefault(name, rank)
             meta["scores"].setdefault(name, float(hit.score or 0.0))

