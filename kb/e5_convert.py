@@ -425,7 +425,9 @@ def export_onnx(folder: Path) -> Path:
     from onnx import helper, numpy_helper
     from transformers import AutoModel
 
-    with torch.inference_mode():
+    from kb.embeddings import quiet_transformers
+
+    with torch.inference_mode(), quiet_transformers():
         model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
 
     class TokenEmbeddings(torch.nn.Module):

@@ -167,7 +167,7 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
         from sentence_transformers import SentenceTransformer
 
         torch.set_num_threads(self.threads)
-        with _quiet_transformers():
+        with quiet_transformers():
             st = SentenceTransformer(folder, device="cpu", local_files_only=True)
         st.eval()
         hf_tok = st.tokenizer
@@ -302,7 +302,7 @@ def _passive_openmp() -> Iterator[None]:
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers prints a load report and a progress bar for every model; the log line says enough."""
     from transformers.utils import logging as hf_logging
 

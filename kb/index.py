@@ -365,7 +365,7 @@ class KnowledgeBase:
 
     def _collection(self, suffix: str) -> Any:
         name = f"{self.settings.collection}_{suffix}"
-        client = self.client
+        client = self._call(lambda: self.client)  # opening a damaged store is a store error too
         cached = self._collections.get(name)
         if cached is not None and cached[0] is client:  # a reopened or reconnected client gets new handles
             return cached[1]
