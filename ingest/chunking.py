@@ -31,6 +31,7 @@ from ingest.frontmatter import parse_front_matter
 from kb import markup
 from kb.chunk import HEADING_SEPARATOR, Chunk
 from kb.sentences import ABBREVIATIONS
+from kb.settings import Settings
 
 __all__ = [
     "CHUNKER_VERSION",
@@ -40,6 +41,7 @@ __all__ = [
     "chunk_plain_text",
     "chunk_rst",
     "chunk_text",
+    "chunking_config",
 ]
 
 # Heading path of text before the first heading when the document has no single ``#`` title.
@@ -1133,6 +1135,16 @@ def _version_of(parameters: dict[str, object]) -> str:
 
 
 CHUNKER_VERSION = _version_of(_parameters())
+
+
+def chunking_config(settings: Settings) -> dict[str, int | bool | str]:
+    """What shapes the chunks, as the manifest records it: a different record re-chunks every document."""
+    return {
+        "version": CHUNKER_VERSION,
+        "max_chars": settings.chunk_max_chars,
+        "min_chars": settings.chunk_min_chars,
+        "sentence_vectors": settings.sentence_vectors,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
