@@ -85,7 +85,7 @@ _MIN_SUBSECTION_BODY = 60  # non-space characters a numbered item needs to becom
 _OPEN_TOPICS_AT = 0.5  # sections longer than this share of max_chars are cut at their topics
 
 _CLOSERS = "”’\"'）)]」』】》*_~"
-_TITLE_STOPPERS = tuple("。！？；.!?，,、…;")
+_TITLE_STOPPERS = tuple(CJK_ENDERS + ASCII_ENDERS + "，,、…;")  # a title does not end like a sentence or clause
 _COMMA_CHARS = "，、：；"  # full-width: always a place to cut an over-long sentence
 _ASCII_COMMAS = ",:;|"  # ASCII: only when followed by a space (not 1,000 or http://)
 

@@ -104,6 +104,15 @@ def test_chunker_and_quoting_differ_where_the_parameters_say():
     assert _chunker_sentences("他说：“好。”然后走了。") == ["他说：“好。”", "然后走了。"]
 
 
+def test_the_sentence_rules_shape_the_chunker_version():
+    import ingest.chunking as chunking
+
+    params = chunking._parameters()
+    assert "sentences.ABBREVIATIONS" in params and "sentences.CJK_ENDERS" in params
+    fewer = dict(params, **{"sentences.ABBREVIATIONS": sorted(ABBREVIATIONS - {"vs"})})
+    assert chunking._version_of(fewer) != chunking.CHUNKER_VERSION  # dropping one abbreviation re-chunks
+
+
 def test_abbreviation_before():
     text = "e.g. vs. J. 2023. word."
     dots = [i for i, ch in enumerate(text) if ch == "." and (i + 1 == len(text) or text[i + 1] == " ")]
