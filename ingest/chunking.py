@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from ingest.frontmatter import parse_front_matter
-from kb import markup
+from kb import markup, sentences
 from kb.chunk import HEADING_SEPARATOR, Chunk
-from kb.sentences import ABBREVIATIONS
+from kb.sentences import ASCII_ENDERS, CJK_ENDERS, abbreviation_before
+from kb.settings import Settings
 
 __all__ = [
     "CHUNKER_VERSION",
@@ -40,6 +43,7 @@ __all__ = [
     "chunk_plain_text",
     "chunk_rst",
     "chunk_text",
+    "chunking_config",
 ]
 
 # Heading path of text before the first heading when the document has no single ``#`` title.
@@ -80,10 +84,8 @@ _MAX_QUESTION = 64  # FAQ questions are kept whole up to this length in the head
 _MIN_SUBSECTION_BODY = 60  # non-space characters a numbered item needs to become a section
 _OPEN_TOPICS_AT = 0.5  # sections longer than this share of max_chars are cut at their topics
 
-_CJK_ENDERS = "。！？；"
-_ASCII_ENDERS = ".!?"
 _CLOSERS = "”’\"'）)]」』】》*_~"
-_TITLE_STOPPERS = tuple("。！？；.!?，,、…;")
+_TITLE_STOPPERS = tuple(CJK_ENDERS + ASCII_ENDERS + "，,、…;")  # a title does not end like a sentence or clause
 _COMMA_CHARS = "，、：；"  # full-width: always a place to cut an over-long sentence
 _ASCII_COMMAS = ",:;|"  # ASCII: only when followed by a space (not 1,000 or http://)
 
@@ -101,13 +103,12 @@ _RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|liter
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 _LIST_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
-_TABLE_SEP_RE = re.compile(r"^\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?$")
+_TABLE_SEP_RE = markup.table_separator()
 _BOLD_ONLY_RE = re.compile(r"^(\*\*|__)(?P<t>.+?)\1[ \t]*[：:]?$")
 _LINK_RE = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
 _NUMBERING_RE = re.compile(r"^\d+(?:\.\d+)*(?:[.)][ \t]+|、[ \t]*)")
 # Spans in which punctuation never ends a sentence: inline code, inline math, links, URLs.
 _PROTECTED_RE = re.compile(r"`[^`\n]*`|\$[^$\n]+\$|!?\[[^\]\n]*\]\([^)\n]*\)|https?://\S+")
-_ABBREV_RE = re.compile(r"([A-Za-z]+(?:\.[A-Za-z]+)*)$")
 _TITLE_COLON_RE = re.compile(r"：|:(?=\s|$)")
 
 
@@ -133,7 +134,7 @@ def chunk_markdown(
     min_chars = _checked_sizes(max_chars, min_chars)
     front = parse_front_matter(text)
     lines = _split_lines(text, front.end)
-    blocks = _scan_blocks(lines, markdown=True)
+    blocks = _scan(lines, _markdown_block_at, partial(_starts_block, markdown=True))
     return _chunk_outline(text, doc, lines, blocks, max_chars, min_chars, title or front.title)
 
 
@@ -145,7 +146,7 @@ def chunk_rst(text: str, doc: str, *, max_chars: int = 900, min_chars: int = 120
     """
     min_chars = _checked_sizes(max_chars, min_chars)
     lines = _split_lines(text)
-    return _chunk_outline(text, doc, lines, _scan_rst_blocks(lines), max_chars, min_chars, title)
+    return _chunk_outline(text, doc, lines, _scan_rst(lines), max_chars, min_chars, title)
 
 
 def _chunk_outline(
@@ -170,7 +171,8 @@ def chunk_plain_text(
     """
     min_chars = _checked_sizes(max_chars, min_chars)
     lines = _split_lines(text)
-    blocks = [_numbered_heading(lines, b) for b in _scan_blocks(lines, markdown=False)]
+    scanned = _scan(lines, _plain_block_at, partial(_starts_block, markdown=False))
+    blocks = [_numbered_heading(lines, b) for b in scanned]
     if any(b.kind == "heading" for b in blocks):
         # Chinese reports number their parts "一、" / "（一）": in text without markup that is the outline.
         return _chunk_outline(text, doc, lines, blocks, max_chars, min_chars, title.strip())
@@ -308,52 +310,68 @@ def _split_lines(text: str, start: int = 0) -> list[_Line]:
     return lines
 
 
-def _scan_blocks(lines: list[_Line], *, markdown: bool) -> list[_Block]:
+# A dialect says what a line starts: the blocks found there (a heading, code, a table, a rule) and
+# the line after them, or None for a paragraph; and where a paragraph that began at ``first`` stops.
+_BlockAt = Callable[[list[_Line], int, bool], tuple[list[_Block], int] | None]
+_EndsParagraph = Callable[[list[_Line], int, _Line], bool]
+
+
+def _scan(
+    lines: list[_Line], block_at: _BlockAt, ends_paragraph: _EndsParagraph, *, literal_blocks: bool = False
+) -> list[_Block]:
+    """Lines into blocks, for any dialect (Markdown, reStructuredText, plain text).
+
+    ``literal_blocks``: a paragraph ending in ``::`` makes the indented lines after it code
+    (reStructuredText's literal blocks).
+    """
     blocks: list[_Block] = []
     blank_before = False
     i = 0
     while i < len(lines):
-        line = lines[i]
-        if line.blank:
+        if lines[i].blank:
             blank_before = True
             i += 1
             continue
-        heading = _ATX_RE.match(line.text) if markdown else None
-        if markdown and (fence := _FENCE_RE.match(line.text)):
-            end = _fence_end(lines, i, fence.group(1))
-            last = max(k for k in range(i, end + 1) if not lines[k].blank)
-            blocks.append(_Block("code", i, last, blank_before))
-            i = end + 1
-        elif heading:
-            title = _clean_title(heading.group(2) or "")
-            blocks.append(_Block("heading", i, i, blank_before, level=len(heading.group(1)), title=title))
-            i += 1
-        elif markdown and (level := _setext_level(lines, i)):
-            blocks.append(_Block("heading", i, i + 1, blank_before, level=level, title=_clean_title(line.text)))
-            i += 2
-        elif markdown and _RULE_RE.match(line.text):
-            blocks.append(_Block("rule", i, i, blank_before))
-            i += 1
-        elif markdown and _is_table_start(lines, i):
+        found = block_at(lines, i, blank_before)
+        if found is None:
             end = i
-            # Like GFM, a table runs until a line without a pipe (cell counts are not checked,
-            # so broken tables stay together as table-ish lines).
-            while end + 1 < len(lines) and "|" in lines[end + 1].text and not lines[end + 1].blank:
+            while end + 1 < len(lines) and not lines[end + 1].blank and not ends_paragraph(lines, end + 1, lines[i]):
                 end += 1
-            blocks.append(_Block("table", i, end, blank_before))
-            i = end + 1
-        else:
-            end = i
-            while (
-                end + 1 < len(lines)
-                and not lines[end + 1].blank
-                and not _starts_block(lines, end + 1, line, markdown=markdown)
-            ):
-                end += 1
-            blocks.append(_Block("para", i, end, blank_before))
-            i = end + 1
+            found = [_Block("para", i, end, blank_before)], end + 1
+            last = _indented_end(lines, end) if literal_blocks and lines[end].text.rstrip().endswith("::") else end
+            if last > end:
+                found = [*found[0], _Block("code", end + 1, last, True)], last + 1
+        new, i = found
+        blocks.extend(new)
         blank_before = False
-    return blocks
+    return [_trim_block(b, lines) for b in blocks]
+
+
+def _markdown_block_at(lines: list[_Line], i: int, blank_before: bool) -> tuple[list[_Block], int] | None:
+    line = lines[i]
+    if fence := _FENCE_RE.match(line.text):
+        end = _fence_end(lines, i, fence.group(1))
+        last = max(k for k in range(i, end + 1) if not lines[k].blank)
+        return [_Block("code", i, last, blank_before)], end + 1
+    if heading := _ATX_RE.match(line.text):
+        title = _clean_title(heading.group(2) or "")
+        return [_Block("heading", i, i, blank_before, level=len(heading.group(1)), title=title)], i + 1
+    if level := _setext_level(lines, i):
+        return [_Block("heading", i, i + 1, blank_before, level=level, title=_clean_title(line.text))], i + 2
+    if _RULE_RE.match(line.text):
+        return [_Block("rule", i, i, blank_before)], i + 1
+    if _is_table_start(lines, i):
+        end = i
+        # Like GFM, a table runs until a line without a pipe (cell counts are not checked,
+        # so broken tables stay together as table-ish lines).
+        while end + 1 < len(lines) and "|" in lines[end + 1].text and not lines[end + 1].blank:
+            end += 1
+        return [_Block("table", i, end, blank_before)], end + 1
+    return None
+
+
+def _plain_block_at(lines: list[_Line], i: int, blank_before: bool) -> None:
+    return None  # text without markup is paragraphs (and list items) only
 
 
 def _setext_level(lines: list[_Line], i: int) -> int:
@@ -368,43 +386,27 @@ def _setext_level(lines: list[_Line], i: int) -> int:
     return 1 if underline.group(1)[0] == "=" else 2
 
 
-def _scan_rst_blocks(lines: list[_Line]) -> list[_Block]:
-    """Blocks of a reStructuredText document; heading levels follow the order adornments first appear."""
-    styles: list[tuple[str, bool]] = []
-    blocks: list[_Block] = []
-    blank_before = False
-    i = 0
-    while i < len(lines):
+def _rst_block_at(styles: list[tuple[str, bool]]) -> _BlockAt:
+    """reStructuredText's headings and code; heading levels follow the order adornments first appear
+    in, which ``styles`` records for one document."""
+
+    def block_at(lines: list[_Line], i: int, blank_before: bool) -> tuple[list[_Block], int] | None:
         line = lines[i]
-        if line.blank:
-            blank_before = True
-            i += 1
-            continue
-        heading = _rst_heading(lines, i)
-        if heading:
+        if heading := _rst_heading(lines, i):
             style, title, last = heading
             if style not in styles:
                 styles.append(style)
-            blocks.append(_Block("heading", i, last, blank_before, level=styles.index(style) + 1, title=title))
-            i = last + 1
-        elif _RST_CODE_RE.match(line.text) or line.stripped.startswith(("+-", "+=")):
+            return [_Block("heading", i, last, blank_before, level=styles.index(style) + 1, title=title)], last + 1
+        if _RST_CODE_RE.match(line.text) or line.stripped.startswith(("+-", "+=")):
             last = _indented_end(lines, i) if not line.stripped.startswith("+") else _grid_end(lines, i)
-            blocks.append(_Block("code", i, last, blank_before))
-            i = last + 1
-        else:
-            end = i
-            while end + 1 < len(lines) and not lines[end + 1].blank and not _rst_block_start(lines, end + 1, line):
-                end += 1
-            blocks.append(_Block("para", i, end, blank_before))
-            if lines[end].text.rstrip().endswith("::"):
-                # "::" introduces a literal block: the indented lines after it are code.
-                last = _indented_end(lines, end)
-                if last > end:
-                    blocks.append(_Block("code", end + 1, last, True))
-                    end = last
-            i = end + 1
-        blank_before = False
-    return [_trim_block(b, lines) for b in blocks]
+            return [_Block("code", i, last, blank_before)], last + 1
+        return None
+
+    return block_at
+
+
+def _scan_rst(lines: list[_Line]) -> list[_Block]:
+    return _scan(lines, _rst_block_at([]), _rst_block_start, literal_blocks=True)
 
 
 def _rst_heading(lines: list[_Line], i: int) -> tuple[tuple[str, bool], str, int] | None:
@@ -816,13 +818,16 @@ def _sentence_ends(source: str, lo: int, hi: int) -> list[int]:
             i = protected[p][1]
             continue
         ch = source[i]
-        if ch in _CJK_ENDERS or ch in _ASCII_ENDERS:
+        if ch in CJK_ENDERS or ch in ASCII_ENDERS:
             j = i + 1
-            while j < hi and (source[j] in _CJK_ENDERS or source[j] in _ASCII_ENDERS or source[j] in _CLOSERS):
+            while j < hi and (source[j] in CJK_ENDERS or source[j] in ASCII_ENDERS or source[j] in _CLOSERS):
                 j += 1
-            cjk = any(c in _CJK_ENDERS for c in source[i:j])
-            # ASCII punctuation ends a sentence only before a space: not in 3.5, a.b or vs. LoRA.
-            ends_here = cjk or ((j >= hi or source[j].isspace()) and not _is_abbreviation(source, i, lo))
+            cjk = any(c in CJK_ENDERS for c in source[i:j])
+            # ASCII punctuation ends a sentence only before a space: not in 3.5, a.b or vs. LoRA. Unlike
+            # quoting (kb.sentences.split_sentences), a chunk may end after a number ("in 2023."): list
+            # markers are never inside the text scanned here; an initial ("J. Smith") stays whole.
+            before_space = j >= hi or source[j].isspace()
+            ends_here = cjk or (before_space and not abbreviation_before(source, i, lo, numbers=False, initials=True))
             if ends_here and j < last_text:
                 ends.append(j)
             i = j
@@ -831,19 +836,9 @@ def _sentence_ends(source: str, lo: int, hi: int) -> list[int]:
     return ends
 
 
-def _is_abbreviation(source: str, dot: int, lo: int) -> bool:
-    if source[dot] != ".":
-        return False
-    word = _ABBREV_RE.search(source, max(lo, dot - 24), dot)  # bounded: long lines stay linear
-    if word is None or word.end() != dot:
-        return False
-    token = word.group(1)
-    return token.lower() in ABBREVIATIONS or (len(token) == 1 and token.isupper())
-
-
 def _ends_sentence(text: str) -> bool:
     tail = text.rstrip().rstrip(_CLOSERS).rstrip()
-    return tail.endswith(tuple(_CJK_ENDERS + _ASCII_ENDERS))
+    return tail.endswith(tuple(CJK_ENDERS + ASCII_ENDERS))
 
 
 def _ends_with_colon(text: str) -> bool:
@@ -1109,20 +1104,30 @@ def _to_chunks(source: str, doc: str, spans: list[_Span]) -> list[Chunk]:
 
 
 def _parameters() -> dict[str, object]:
-    """Every module-level constant that shapes chunks (costs, limits, patterns, titles), and markup's."""
+    """Every module-level constant that shapes chunks (costs, limits, patterns, titles), and those of
+    the text rules it uses: markup's and the sentence rules'."""
     found: dict[str, object] = {}
-    for module_name, namespace in (("chunking", globals()), ("markup", vars(markup))):
+    for module_name, namespace in (("chunking", globals()), ("markup", vars(markup)), ("sentences", vars(sentences))):
         for name, value in sorted(namespace.items()):
             if not name.lstrip("_").isupper() or name in ("__all__", "CHUNKER_VERSION"):
                 continue
-            if isinstance(value, re.Pattern):
-                value = (value.pattern, value.flags)
-            elif isinstance(value, frozenset | set):
-                value = sorted(value)
-            elif not isinstance(value, int | float | str | tuple | list):
-                continue
-            found[f"{module_name}.{name}"] = value
+            stable = _stable(value)
+            if stable is not None:
+                found[f"{module_name}.{name}"] = stable
     return found
+
+
+def _stable(value: object) -> object:
+    """``value`` in a form whose repr is the same in every process (None: not a parameter)."""
+    if isinstance(value, re.Pattern):
+        return (value.pattern, value.flags)
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, tuple | list):
+        return [_stable(v) for v in value]
+    if callable(value):
+        return getattr(value, "__qualname__", None)  # a replacement function, by name
+    return value if isinstance(value, int | float | str) else None
 
 
 # Derived, not bumped by hand: changing a cost, a limit or a pattern re-chunks every document.
@@ -1133,6 +1138,16 @@ def _version_of(parameters: dict[str, object]) -> str:
 
 
 CHUNKER_VERSION = _version_of(_parameters())
+
+
+def chunking_config(settings: Settings) -> dict[str, int | bool | str]:
+    """What shapes the chunks, as the manifest records it: a different record re-chunks every document."""
+    return {
+        "version": CHUNKER_VERSION,
+        "max_chars": settings.chunk_max_chars,
+        "min_chars": settings.chunk_min_chars,
+        "sentence_vectors": settings.sentence_vectors,
+    }
 
 
 # ---------------------------------------------------------------------------------------------

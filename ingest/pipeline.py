@@ -1,17 +1,14 @@
-"""Ingest: documents on disk into the knowledge base (read, chunk, embed, write, commit).
+"""Ingest: documents on disk into the knowledge base (read, plan, then apply: chunk, embed, write, commit).
 
-Only documents whose bytes changed are chunked and embedded again; the manifest is
-written last (see kb.index), so readers never see a half-done ingest.
+Only documents whose bytes changed are chunked and embedded again (``ingest.plan`` decides which);
+the manifest is written last (see kb.index), so readers never see a half-done ingest.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import logging
-import os
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,10 +17,11 @@ from pathlib import Path
 
 from llama_index.core.embeddings import BaseEmbedding
 
-from ingest.chunking import CHUNKER_VERSION, chunk_text
-from ingest.reader import Skipped, SourceDocument, decode_text, discover, read_document
+from ingest.chunking import chunk_text, chunking_config
+from ingest.plan import IngestPlan, Sources, plan
+from ingest.reader import Skipped, SourceDocument, discover, is_emptied, read_document, unusable_entries
 from kb.chunk import Chunk
-from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime, vector_family
+from kb.embeddings import EmbeddingInfo, load_embedding, resolve_runtime
 from kb.index import DocEntry, KnowledgeBase, KnowledgeBaseError, Manifest, StoreCorrupt, chunk_id
 from kb.settings import Settings
 from kb.vector_cache import cached_passage_embeddings
@@ -77,15 +75,6 @@ def chunk_document(doc: SourceDocument, settings: Settings) -> list[Chunk]:
                       min_chars=settings.chunk_min_chars, title=doc.title)
 
 
-def chunking_config(settings: Settings) -> dict[str, int | bool | str]:
-    return {
-        "version": CHUNKER_VERSION,  # a hash of the chunker's constants: any change re-chunks
-        "max_chars": settings.chunk_max_chars,
-        "min_chars": settings.chunk_min_chars,
-        "sentence_vectors": settings.sentence_vectors,
-    }
-
-
 @contextmanager
 def ingest_lock(settings: Settings) -> Iterator[None]:
     """One ingest at a time per data folder; a second one is told so instead of racing."""
@@ -109,177 +98,136 @@ def run_ingest(
     started = time.perf_counter()
     roots = [Path(p) for p in (paths or [settings.docs_dir])]
     with ingest_lock(settings):
-        kb = KnowledgeBase(settings)
-        moved_aside = None
-        try:
-            # A writer must start from what is on disk now, not from this process's cached segments.
-            kb.reopen()
-            current = kb.read_manifest() or Manifest()
-        except StoreCorrupt:
-            if not rebuild or settings.uses_chroma_server:
-                raise
-            moved_aside = kb.move_aside()
-            log.warning("The store at %s was damaged; moved it aside to %s and rebuilding it",
-                        settings.chroma_path, moved_aside)
-            kb.remove_stale_caches(keep_generation=-1)  # views of the damaged store's generations
-            current = kb.read_manifest() or Manifest()
-        report = IngestReport(generation=current.generation, moved_aside=moved_aside)
-
-        candidates, report.skipped = discover(roots)
-        report.skipped += unusable_entries(roots)
-        max_bytes = int(settings.max_doc_mb * 1e6)
-        documents: list[SourceDocument] = []
-        for candidate in candidates:
-            result = read_document(candidate, max_bytes)
-            if isinstance(result, Skipped):
-                report.skipped.append(result)
-            else:
-                documents.append(result)
-        for item in report.skipped:
-            log.warning("Skipped %s", item)
-        if not candidates and not current.docs:
-            log.warning("No documents found in %s", ", ".join(map(str, roots)))
-
+        kb, current, moved_aside = _open_store(settings, rebuild=rebuild)
+        sources, skipped = read_sources(roots, settings, indexed=[Path(e.source) for e in current.docs.values()])
         runtime = resolve_runtime(settings)
-        redo_all = rebuild or _config_changed(current, settings, runtime)
-        if redo_all and current.docs:
-            log.info("Re-embedding everything (%s)", "--rebuild" if rebuild else "embedding or chunking changed")
-
-        new_docs: dict[str, DocEntry] = {}
-        to_embed: list[SourceDocument] = []
-        for doc in documents:
-            old = current.docs.get(doc.name)
-            if old and old.sha256 == doc.sha256 and not redo_all:
-                new_docs[doc.name] = old
-                report.unchanged.append(doc.name)
-            else:
-                to_embed.append(doc)
-                (report.updated if old else report.added).append(doc.name)
-
-        seen = {doc.name for doc in documents}
-        skipped_paths = {item.path.resolve() for item in report.skipped if item.path.exists()}
-        for name, entry in current.docs.items():
-            if name in seen:
-                continue
-            source = Path(entry.source)
-            if source in skipped_paths and _emptied(source):
-                # Emptying a file is how people retract it: it goes like a deleted one, and is said so.
-                report.removed.append(name)
-                report.emptied.append(name)
-            elif source in skipped_paths or not _covered(source, roots) or source.exists():
-                # Unreadable now, outside this run's paths, or found under another name:
-                # keep what is indexed rather than lose it.
-                if source in skipped_paths:
-                    log.warning("Keeping the indexed version of %s; the file on disk is not usable now", name)
-                new_docs[name] = entry
-            else:
-                report.removed.append(name)
-
-        if not (report.added or report.updated or report.removed or redo_all):
-            return _finish(report, current, started)
-
-        generation = current.generation + 1
-        new_chunks: dict[str, Chunk] = {}
-        info: EmbeddingInfo | None = None
-        if to_embed:
-            emb, info = embedding or load_embedding(settings)
-            embed_started = time.perf_counter()
-            for doc, chunks in _chunked(to_embed, settings):
-                key = _version_key(doc, generation)
-                ids = [chunk_id(key, i) for i in range(len(chunks))]
-                units = [chunk.sentence_units() if settings.sentence_vectors else [] for chunk in chunks]
-                texts = [chunk.index_text() for chunk in chunks] + [u for per_chunk in units for u in per_chunk]
-                # Texts embedded before by this model (an earlier chunking, another data folder) come from the cache.
-                vectors, computed = cached_passage_embeddings(
-                    settings, info.model, info.runtime, texts,
-                    lambda todo: emb.get_text_embedding_batch(todo, show_progress=len(todo) > 16),
-                )
-                log.info("%s: embedded %d of %d texts (the rest from the vector cache)", doc.name, computed, len(texts))
-                kb.add_chunks(ids, chunks, vectors[: len(chunks)], _regroup(vectors[len(chunks) :], units))
-                new_chunks.update(zip(ids, chunks, strict=True))
-                new_docs[doc.name] = DocEntry(
-                    sha256=doc.sha256, key=key, chunks=len(chunks), source=str(doc.path),
-                    size=doc.size, ingested_at=time.time(),
-                )
-                report.embedded_chunks += len(chunks)
-            report.embed_seconds = time.perf_counter() - embed_started
-
-        manifest = Manifest(
-            generation=generation,
-            embedding=_embedding_record(info, current, settings, runtime),
-            chunking=chunking_config(settings),
-            docs=dict(sorted(new_docs.items())),
-            updated_at=time.time(),
+        todo = plan(current, sources, settings, runtime, rebuild=rebuild)
+        if todo.redo_all and current.docs:
+            log.info("Re-embedding everything (%s)", todo.redo_reason)
+        report = IngestReport(
+            generation=current.generation, moved_aside=moved_aside, skipped=skipped,
+            added=list(todo.added), updated=list(todo.updated), removed=list(todo.removed),
+            emptied=list(todo.emptied), unchanged=list(todo.unchanged),
         )
-        kept_ids = [cid for cid in manifest.live_ids() if cid not in new_chunks]
-        all_chunks = {**kb.load_chunks(kept_ids), **new_chunks}
-        kb.save_view(kb.build_view(manifest, all_chunks))
-        kb.commit(manifest, expected_generation=current.generation)
-        _collect_garbage(kb, manifest)
+        if not todo.changed:
+            return _finish(report, current, started)
+        manifest = apply(kb, current, todo, settings, runtime, embedding=embedding, report=report)
         return _finish(report, manifest, started)
 
 
-def _chunked(docs: list[SourceDocument], settings: Settings) -> Iterator[tuple[SourceDocument, list[Chunk]]]:
+def _open_store(settings: Settings, *, rebuild: bool) -> tuple[KnowledgeBase, Manifest, Path | None]:
+    """The store and its live manifest; with ``rebuild``, a damaged embedded store is moved aside first."""
+    kb = KnowledgeBase(settings)
+    try:
+        # A writer must start from what is on disk now, not from this process's cached segments.
+        kb.reopen()
+        return kb, kb.read_manifest() or Manifest(), None
+    except StoreCorrupt:
+        if not rebuild or settings.uses_chroma_server:
+            raise
+        moved_aside = kb.move_aside()
+        log.warning("The store at %s was damaged; moved it aside to %s and rebuilding it",
+                    settings.chroma_path, moved_aside)
+        kb.remove_stale_caches(keep_generation=-1)  # views of the damaged store's generations
+        return kb, kb.read_manifest() or Manifest(), moved_aside
+
+
+def read_sources(
+    roots: Sequence[Path], settings: Settings, *, indexed: Sequence[Path] = ()
+) -> tuple[Sources, list[Skipped]]:
+    """Read every document under ``roots``; also the files passed over, each with its reason.
+
+    ``indexed`` are the files the manifest was built from: of those that cannot be read now, the
+    ones that are there but empty are retractions (see ``ingest.plan``).
+    """
+    candidates, skipped = discover(roots)
+    skipped += unusable_entries(roots)
+    max_bytes = int(settings.max_doc_mb * 1e6)
+    documents: list[SourceDocument] = []
+    for candidate in candidates:
+        result = read_document(candidate, max_bytes)
+        if isinstance(result, Skipped):
+            skipped.append(result)
+        else:
+            documents.append(result)
+    for item in skipped:
+        log.warning("Skipped %s", item)
+    if not candidates and not indexed:
+        log.warning("No documents found in %s", ", ".join(map(str, roots)))
+    unusable = frozenset(item.path.resolve() for item in skipped if item.path.exists())
+    sources = Sources(
+        documents=tuple(documents),
+        roots=tuple(root.resolve() for root in roots),
+        unusable=unusable,
+        emptied=frozenset(path for path in indexed if path in unusable and is_emptied(path)),
+    )
+    return sources, skipped
+
+
+def apply(
+    kb: KnowledgeBase,
+    current: Manifest,
+    todo: IngestPlan,
+    settings: Settings,
+    runtime: str,
+    *,
+    embedding: tuple[BaseEmbedding, EmbeddingInfo] | None = None,
+    report: IngestReport | None = None,
+) -> Manifest:
+    """Carry out ``todo``: embed and write the new chunks, then the view, commit the manifest, collect garbage.
+
+    The manifest is committed last, so readers never see a half-done ingest. Returns it.
+    """
+    report = report if report is not None else IngestReport()
+    generation = current.generation + 1
+    new_docs = dict(todo.kept)
+    new_chunks: dict[str, Chunk] = {}
+    info: EmbeddingInfo | None = None
+    if todo.to_embed:
+        emb, info = embedding or load_embedding(settings)
+        embed_started = time.perf_counter()
+        for doc, chunks in _chunked(todo.to_embed, settings):
+            key = _version_key(doc, generation)
+            ids = [chunk_id(key, i) for i in range(len(chunks))]
+            units = [chunk.sentence_units() if settings.sentence_vectors else [] for chunk in chunks]
+            texts = [chunk.index_text() for chunk in chunks] + [u for per_chunk in units for u in per_chunk]
+            # Texts embedded before by this model (an earlier chunking, another data folder) come from the cache.
+            vectors, computed = cached_passage_embeddings(
+                settings, info.model, info.runtime, texts,
+                lambda missing: emb.get_text_embedding_batch(missing, show_progress=len(missing) > 16),
+            )
+            log.info("%s: embedded %d of %d texts (the rest from the vector cache)", doc.name, computed, len(texts))
+            kb.add_chunks(ids, chunks, vectors[: len(chunks)], _regroup(vectors[len(chunks) :], units))
+            new_chunks.update(zip(ids, chunks, strict=True))
+            new_docs[doc.name] = DocEntry(
+                sha256=doc.sha256, key=key, chunks=len(chunks), source=str(doc.path),
+                size=doc.size, ingested_at=time.time(),
+            )
+            report.embedded_chunks += len(chunks)
+        report.embed_seconds = time.perf_counter() - embed_started
+
+    manifest = Manifest(
+        generation=generation,
+        embedding=_embedding_record(info, current, settings, runtime),
+        chunking=chunking_config(settings),
+        docs=dict(sorted(new_docs.items())),
+        updated_at=time.time(),
+    )
+    kept_ids = [cid for cid in manifest.live_ids() if cid not in new_chunks]
+    all_chunks = {**kb.load_chunks(kept_ids), **new_chunks}
+    kb.save_view(kb.build_view(manifest, all_chunks))
+    kb.commit(manifest, expected_generation=current.generation)
+    _collect_garbage(kb, manifest)
+    return manifest
+
+
+def _chunked(docs: Sequence[SourceDocument], settings: Settings) -> Iterator[tuple[SourceDocument, list[Chunk]]]:
     for doc in docs:
         chunks = chunk_document(doc, settings)
         if chunks:
             yield doc, chunks
         else:
             log.warning("%s has no text to index after chunking", doc.name)
-
-
-def unusable_entries(roots: Sequence[Path]) -> list[Skipped]:
-    """Links and special files that the folder walk passes over without a word, each with its reason.
-
-    Only ``lstat`` is used on them, never ``open``: opening a FIFO blocks until someone writes to it.
-    """
-    found: list[Skipped] = []
-    for root in roots:
-        if root.is_dir() and not root.is_symlink():
-            for folder, dirs, files in os.walk(root, followlinks=False):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted([*dirs, *files]):
-                    reason = _unusable(Path(folder) / name)
-                    if reason and not name.startswith("."):
-                        found.append(Skipped(Path(folder) / name, reason))
-        elif root.is_symlink() or root.exists():
-            reason = _unusable(root)
-            if reason and not root.is_dir():
-                found.append(Skipped(root, reason))
-    return found
-
-
-def _unusable(path: Path) -> str | None:
-    try:
-        mode = path.lstat().st_mode
-    except OSError:
-        return None
-    if stat.S_ISLNK(mode):
-        try:
-            target = path.stat()
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return "symbolic link loop (the link points back at itself)"
-            return f"dangling symbolic link (its target {os.readlink(path)!r} does not exist)"
-        if stat.S_ISDIR(target.st_mode):
-            return "symbolic link to a folder: not followed (it could loop); add the folder itself"
-        return None if stat.S_ISREG(target.st_mode) else "symbolic link to something that is not a regular file"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe), not a regular file: not read, so the ingest never waits on it"
-    if stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a socket or device, not a regular file"
-    return None
-
-
-def _emptied(path: Path) -> bool:
-    """The file is there but holds no text (whitespace at most)."""
-    try:
-        if not path.is_file():
-            return False
-        text = decode_text(path.read_bytes())
-    except OSError:
-        return False
-    return isinstance(text, str) and not text.strip()
 
 
 def _regroup(flat: list[list[float]], groups: list[list[str]]) -> list[list[list[float]]]:
@@ -297,17 +245,6 @@ def _version_key(doc: SourceDocument, generation: int) -> str:
     return f"g{generation}-{digest}"
 
 
-def _config_changed(current: Manifest, settings: Settings, runtime: str) -> bool:
-    if not current.docs:
-        return False
-    recorded = current.embedding
-    return (
-        recorded.get("model") != settings.embed_model
-        or vector_family(str(recorded.get("runtime"))) != vector_family(runtime)
-        or current.chunking != chunking_config(settings)
-    )
-
-
 def _embedding_record(
     info: EmbeddingInfo | None, current: Manifest, settings: Settings, runtime: str
 ) -> dict[str, object]:
@@ -316,14 +253,6 @@ def _embedding_record(
     if current.embedding:
         return current.embedding
     return {"model": settings.embed_model, "runtime": runtime, "dim": None}
-
-
-def _covered(source: Path, roots: Sequence[Path]) -> bool:
-    for root in roots:
-        root = root.resolve()
-        if source == root or root in source.parents:
-            return True
-    return False
 
 
 def _collect_garbage(kb: KnowledgeBase, manifest: Manifest) -> None:

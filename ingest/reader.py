@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,3 +197,57 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+def unusable_entries(roots: Sequence[Path]) -> list[Skipped]:
+    """Links and special files that the folder walk passes over without a word, each with its reason.
+
+    Only ``lstat`` is used on them, never ``open``: opening a FIFO blocks until someone writes to it.
+    """
+    found: list[Skipped] = []
+    for root in roots:
+        if root.is_dir() and not root.is_symlink():
+            for folder, dirs, files in os.walk(root, followlinks=False):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted([*dirs, *files]):
+                    reason = _unusable(Path(folder) / name)
+                    if reason and not name.startswith("."):
+                        found.append(Skipped(Path(folder) / name, reason))
+        elif root.is_symlink() or root.exists():
+            reason = _unusable(root)
+            if reason and not root.is_dir():
+                found.append(Skipped(root, reason))
+    return found
+
+
+def _unusable(path: Path) -> str | None:
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            target = path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop (the link points back at itself)"
+            return f"dangling symbolic link (its target {os.readlink(path)!r} does not exist)"
+        if stat.S_ISDIR(target.st_mode):
+            return "symbolic link to a folder: not followed (it could loop); add the folder itself"
+        return None if stat.S_ISREG(target.st_mode) else "symbolic link to something that is not a regular file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a regular file: not read, so the ingest never waits on it"
+    if stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a socket or device, not a regular file"
+    return None
+
+
+def is_emptied(path: Path) -> bool:
+    """The file is there but holds no text (whitespace at most)."""
+    try:
+        if not path.is_file():
+            return False
+        text = decode_text(path.read_bytes())
+    except OSError:
+        return False
+    return isinstance(text, str) and not text.strip()

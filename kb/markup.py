@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
 # Tags real READMEs use for layout; a closed list, so that ``List<String>`` or ``<think>`` in
 # prose or code stays text.
@@ -37,13 +38,21 @@ _GITHUB_ALERT_RE = re.compile(r"^([ \t]*>[ \t]*)\[!(?:NOTE|TIP|IMPORTANT|WARNING
                               re.MULTILINE | re.IGNORECASE)
 _RST_DIRECTIVE_RE = re.compile(r"^[ \t]*\.\.[ \t]+[\w:-]+::[^\n]*$", re.MULTILINE)
 _RST_ROLE_RE = re.compile(r":[\w:-]+:`([^`\n]*)`")
-_FENCE_LINE_RE = re.compile(r"^[ \t]*(?:`{3,}|~{3,})[^\n]*$", re.MULTILINE)
-_QUOTE_RE = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.MULTILINE)
-_HEADING_MARK_RE = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.MULTILINE)
-_TABLE_SEP_RE = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
-_EMPHASIS_RE = re.compile(r"\*\*|__|`")
 _BLANKS_RE = re.compile(r"[ \t]+\n")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+
+
+def table_separator(*, first_dashes: int = 1, whole_row: bool = True) -> re.Pattern[str]:
+    """The row under a Markdown table's header (``|---|:--:|``): the one definition of it.
+
+    Lines are matched one at a time (``re.MULTILINE``), blanks in front allowed. ``first_dashes``:
+    how many dashes the first cell needs; ``whole_row=False`` looks only at how the line starts.
+    """
+    head = rf"^[ \t]*\|?[ \t]*:?-{{{first_dashes},}}"
+    if not whole_row:
+        return re.compile(head, re.MULTILINE)
+    return re.compile(rf"{head}:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
+
 
 _WORDISH_RE = re.compile(r"[\u4e00-\u9fff\u3040-\u30ff\uac00-\ud7af]|[A-Za-z0-9]+")
 # A chunk with fewer words of its own than this, outside links, images and URLs, is a link list.
@@ -51,28 +60,44 @@ MIN_PROSE_WORDS = 8
 LINK_RATIO = 3  # ... and the links hold at least this many times its own words
 
 
+def _alt_text(match: re.Match[str]) -> str:
+    return match.group(1).lstrip("# ")
+
+
+def _title_or_nothing(match: re.Match[str]) -> str:
+    return match.group(1) or ""
+
+
+# What clean_markup takes out, in order: each pattern with what stands in its place.
+_CLEANING: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    (_COMMENT_RE, " "),
+    (_BASE64_RE, " "),
+    (_BADGE_RE, " "),
+    (_IMAGE_RE, _alt_text),
+    (_LINK_RE, r"\1"),
+    (_REF_LINK_RE, r"\1"),
+    (_RST_LINK_RE, r"\1"),
+    (_REF_DEF_RE, ""),
+    (_RST_ROLE_RE, r"\1"),
+    (_TAG_RE, " "),  # before URLs: a tag's src="https://..." must go with the tag
+    (_URL_RE, " "),
+    (_COLON_FENCE_RE, _title_or_nothing),
+    (_MKDOCS_RE, _title_or_nothing),
+    (_GITHUB_ALERT_RE, ""),
+    (_RST_DIRECTIVE_RE, ""),
+    (re.compile(r"^[ \t]*(?:`{3,}|~{3,})[^\n]*$", re.MULTILINE), ""),  # code fence lines
+    # Three dashes at least: a "--" line in prose is text, a "---" rule is noise like the separator.
+    (table_separator(first_dashes=3), ""),
+    (re.compile(r"^[ \t]*(?:>[ \t]?)+", re.MULTILINE), ""),  # quote markers
+    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.MULTILINE), ""),  # heading marks (the heading stays)
+    (re.compile(r"\*\*|__|`"), ""),  # emphasis and code marks
+)
+
+
 def clean_markup(text: str) -> str:
     """``text`` without markup noise, for embedding and BM25 (never for quoting)."""
-    text = _COMMENT_RE.sub(" ", text)
-    text = _BASE64_RE.sub(" ", text)
-    text = _BADGE_RE.sub(" ", text)
-    text = _IMAGE_RE.sub(lambda m: m.group(1).lstrip("# "), text)
-    text = _LINK_RE.sub(r"\1", text)
-    text = _REF_LINK_RE.sub(r"\1", text)
-    text = _RST_LINK_RE.sub(r"\1", text)
-    text = _REF_DEF_RE.sub("", text)
-    text = _RST_ROLE_RE.sub(r"\1", text)
-    text = _TAG_RE.sub(" ", text)  # before URLs: a tag's src="https://..." must go with the tag
-    text = _URL_RE.sub(" ", text)
-    text = _COLON_FENCE_RE.sub(lambda m: m.group(1) or "", text)
-    text = _MKDOCS_RE.sub(lambda m: m.group(1) or "", text)
-    text = _GITHUB_ALERT_RE.sub("", text)
-    text = _RST_DIRECTIVE_RE.sub("", text)
-    text = _FENCE_LINE_RE.sub("", text)
-    text = _TABLE_SEP_RE.sub("", text)
-    text = _QUOTE_RE.sub("", text)
-    text = _HEADING_MARK_RE.sub("", text)
-    text = _EMPHASIS_RE.sub("", text)
+    for pattern, replacement in _CLEANING:
+        text = pattern.sub(replacement, text)
     text = html.unescape(text).replace("\xa0", " ")
     text = _BLANKS_RE.sub("\n", text)
     text = _MANY_NEWLINES_RE.sub("\n\n", text)

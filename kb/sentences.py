@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SENTENCE_END = "。！？；!?;"
+from kb.markup import table_separator
+
+# Sentence ends for every splitter: CJK ones end a sentence wherever they stand, ASCII ones only
+# before a space or the end of a line (not in 3.5 or a.b; nor after an abbreviation, see
+# abbreviation_before). The chunker's sentence ends (ingest/chunking.py) use these.
+CJK_ENDERS = "。！？；"
+ASCII_ENDERS = ".!?"
+# split_sentences also ends a sentence at an ASCII "!", "?" or ";" wherever it stands: kept so,
+# because the extractive answers and the citation checks were measured with it.
+SENTENCE_END = CJK_ENDERS + "!?;"
 # A citation mark right after a sentence end belongs to that sentence: "…显存。[1]". Citation
 # numbers have one or two digits, so a matrix shape such as "[5, 4096]" is text, not a citation.
 CITATION_MARK = re.compile(
@@ -18,7 +27,9 @@ ABBREVIATIONS = frozenset(
     "approx cf al eq sec ch pp p.s a.k.a u.s".split()
 )
 _WORD_BEFORE_DOT = re.compile(r"(?:[A-Za-z]+(?:\.[A-Za-z]+)*|[0-9]+)$")
-_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}")
+# Only the start of the line is looked at, so a line opening with "--" is passed over too: kept
+# so, because the extractive answers were measured with it.
+_TABLE_SEPARATOR = table_separator(first_dashes=2, whole_row=False)
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,9 @@ def _sentences_in_line(line: str, base: int) -> list[Span]:
     while i < n:
         ch = line[i]
         end_here = ch in SENTENCE_END or (
-            ch == "." and (i + 1 == n or line[i + 1].isspace()) and not _abbreviation_or_number(line, i)
+            # Numbers count as abbreviations here: "1. First step. 2. Second step." keeps "2." with its item.
+            ch == "." and (i + 1 == n or line[i + 1].isspace())
+            and not abbreviation_before(line, i, numbers=True, initials=False)
         )
         if end_here:
             j = i + 1
@@ -75,10 +88,22 @@ def _sentences_in_line(line: str, base: int) -> list[Span]:
     return [s for s in spans if s.text]
 
 
-def _abbreviation_or_number(line: str, dot: int) -> bool:
+def abbreviation_before(text: str, dot: int, lo: int = 0, *, numbers: bool, initials: bool) -> bool:
+    """Whether the "." at ``text[dot]`` closes an abbreviation ("e.g.", "vs.") rather than a sentence.
+
+    ``numbers``: a number before the dot ("3.") counts as one; ``initials``: so does a single capital
+    letter ("J. Smith"). The word is looked for in ``text[lo:dot]`` only, at most 24 characters back.
+    """
+    if text[dot] != ".":
+        return False
     # "e.g." and "a.k.a." are dotted words: the whole "e.g" is looked up, not just its last letter.
-    word = _WORD_BEFORE_DOT.search(line, max(0, dot - 24), dot)
-    return bool(word) and (word.group().isdigit() or word.group().lower() in ABBREVIATIONS)
+    word = _WORD_BEFORE_DOT.search(text, max(lo, dot - 24), dot)  # bounded: long lines stay linear
+    if word is None:
+        return False
+    token = word.group()
+    if token.isdigit():
+        return numbers
+    return token.lower() in ABBREVIATIONS or (initials and len(token) == 1 and token.isupper())
 
 
 def _trimmed(line: str, start: int, end: int, base: int) -> Span:

@@ -1,0 +1,163 @@
+"""Unit tests of the shared text rules: sentence ends and abbreviations (kb.sentences), the table
+separator row (kb.markup), and BM25 details the hand-computed example in test_fusion.py leaves out.
+
+Both sentence splitters are covered: ``split_sentences`` (quoting, extraction, grounding) and the
+chunker's sentence ends, which share the enders and the abbreviation rule and differ on purpose
+where the parameters of ``abbreviation_before`` say.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+
+from ingest.chunking import _sentence_ends
+from kb.bm25 import BM25Index
+from kb.markup import clean_markup, table_separator
+from kb.sentences import ABBREVIATIONS, abbreviation_before, split_sentences
+
+
+def _texts(text: str) -> list[str]:
+    return [span.text for span in split_sentences(text)]
+
+
+def _chunker_sentences(text: str) -> list[str]:
+    bounds = [0, *_sentence_ends(text, 0, len(text)), len(text)]
+    return [text[a:b].strip() for a, b in pairwise(bounds)]
+
+
+# --- split_sentences --------------------------------------------------------------------------
+
+
+def test_abbreviations_and_dotted_words_do_not_end_a_sentence():
+    assert _texts("See e.g. LoRA and Dr. Smith. Then a.k.a. the thing. vs. other.") == [
+        "See e.g. LoRA and Dr. Smith.",
+        "Then a.k.a. the thing.",
+        "vs. other.",
+    ]
+
+
+def test_decimals_and_list_numbers_do_not_end_a_sentence():
+    assert _texts("Then 3.5 GB is used. It costs $3.50 a month.") == ["Then 3.5 GB is used.", "It costs $3.50 a month."]
+    assert _texts("1. First step. 2. Second step.") == ["1. First step.", "2. Second step."]
+
+
+def test_a_url_with_dots_stays_in_its_sentence():
+    text = "Visit https://example.com/docs/v1.2/index.html for more. It works."
+    assert _texts(text) == ["Visit https://example.com/docs/v1.2/index.html for more.", "It works."]
+
+
+def test_full_width_punctuation_ends_sentences_and_offsets_slice_back():
+    text = "模型有 7.5 亿参数。它很快！真的吗？是的；好。Ｆｕｌｌ．Width"
+    spans = split_sentences(text)
+    assert [s.text for s in spans] == ["模型有 7.5 亿参数。", "它很快！", "真的吗？", "是的；", "好。", "Ｆｕｌｌ．Width"]
+    assert all(text[s.start : s.end] == s.text for s in spans)
+
+
+def test_citation_marks_stay_with_their_sentence_and_table_rows_are_units():
+    assert _texts("显存占用。[1] 下一句。[2][3] 最后") == ["显存占用。[1]", "下一句。[2][3]", "最后"]
+    spans = split_sentences("| a | b |\n|---|:-:|\n| 1 | 2 |\n\n# 标题\n正文。")
+    assert [(s.text, s.is_table_row, s.is_heading) for s in spans] == [
+        ("| a | b |", True, False),
+        ("| 1 | 2 |", True, False),
+        ("# 标题", False, True),
+        ("正文。", False, False),
+    ]
+
+
+# Known defects of split_sentences, kept in this code-health pass (its behaviour is gated); strict,
+# so fixing one turns its test red until the marker goes.
+@pytest.mark.xfail(strict=True, reason="'?' ends a sentence inside a URL's query string")
+def test_known_defect_a_question_mark_in_a_url():
+    assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
+
+
+@pytest.mark.xfail(strict=True, reason="a line opening with '--' is skipped like a table separator row")
+def test_known_defect_a_line_opening_with_two_dashes():
+    assert _texts("--rebuild re-chunks. Yes.") == ["--rebuild re-chunks.", "Yes."]
+
+
+# --- the chunker's sentence ends --------------------------------------------------------------
+
+
+def test_chunker_sentence_ends_protect_code_math_links_and_urls():
+    text = "Run `a.b()` first. Then $x.y$ holds. See [the docs](https://x.io/a.b?c=1) now. Or https://x.io/?q=1 then! End."
+    assert _chunker_sentences(text) == [
+        "Run `a.b()` first.",
+        "Then $x.y$ holds.",
+        "See [the docs](https://x.io/a.b?c=1) now.",
+        "Or https://x.io/?q=1 then!",
+        "End.",
+    ]
+
+
+def test_chunker_and_quoting_differ_where_the_parameters_say():
+    # Initials: the chunker does not cut after "J."; a number before the dot ends its sentence there.
+    assert _chunker_sentences("J. Smith wrote it. Released in 2023. Then more.") == [
+        "J. Smith wrote it.",
+        "Released in 2023.",
+        "Then more.",
+    ]
+    assert _texts("Released in 2023. Then more.") == ["Released in 2023. Then more."]
+    # Closing quotes and brackets stay with the sentence they close.
+    assert _chunker_sentences("他说：“好。”然后走了。") == ["他说：“好。”", "然后走了。"]
+
+
+def test_the_sentence_rules_shape_the_chunker_version():
+    import ingest.chunking as chunking
+
+    params = chunking._parameters()
+    assert "sentences.ABBREVIATIONS" in params and "sentences.CJK_ENDERS" in params
+    fewer = dict(params, **{"sentences.ABBREVIATIONS": sorted(ABBREVIATIONS - {"vs"})})
+    assert chunking._version_of(fewer) != chunking.CHUNKER_VERSION  # dropping one abbreviation re-chunks
+
+
+def test_abbreviation_before():
+    text = "e.g. vs. J. 2023. word."
+    dots = [i for i, ch in enumerate(text) if ch == "." and (i + 1 == len(text) or text[i + 1] == " ")]
+    quoting = [abbreviation_before(text, d, numbers=True, initials=False) for d in dots]
+    chunking = [abbreviation_before(text, d, numbers=False, initials=True) for d in dots]
+    assert quoting == [True, True, False, True, False]
+    assert chunking == [True, True, True, False, False]
+    assert not abbreviation_before("a!", 1, numbers=True, initials=True)  # only a dot can abbreviate
+    assert {"e.g", "i.e", "vs", "etc"} <= ABBREVIATIONS
+
+
+# --- the table separator row --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "row", "markup_row", "starts_like_one"),
+    [
+        ("|---|---|", True, True, True),
+        ("| :-- | --: | :-: |", True, False, True),  # the first cell has only two dashes
+        ("|:---:|---:|", True, True, True),
+        ("--- | ---", True, True, True),  # GFM without outer pipes
+        ("  |---|", True, True, True),
+        ("---", True, True, True),  # a thematic break has the shape of a one-cell separator
+        ("-", True, False, False),
+        ("--rebuild", False, False, True),
+        ("| a | b |", False, False, False),
+        ("|---|x|", False, False, True),
+    ],
+)
+def test_table_separator_row(line, row, markup_row, starts_like_one):
+    assert bool(table_separator().match(line)) is row
+    assert bool(table_separator(first_dashes=3).match(line)) is markup_row
+    assert bool(table_separator(first_dashes=2, whole_row=False).match(line)) is starts_like_one
+
+
+def test_clean_markup_drops_separator_rows_but_keeps_the_cells():
+    assert clean_markup("| **a** | b |\n|---|---|\n| 1 | [x](https://x.io) |") == "| a | b |\n\n| 1 | x |"
+
+
+# --- BM25 ---------------------------------------------------------------------------------------
+
+
+def test_bm25_a_repeated_query_term_counts_again_and_an_empty_index_scores_nothing():
+    index = BM25Index.build(["d1", "d2"], [["a", "b"], ["b"]])
+    once, twice = index.scores(["a"]), index.scores(["a", "a"])
+    assert twice == pytest.approx(2 * once) and once[1] == 0.0 and once[0] > 0
+    empty = BM25Index.build([], [])
+    assert len(empty) == 0 and empty.search(["a"], k=3) == [] and list(empty.scores(["a"])) == []
