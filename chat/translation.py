@@ -11,13 +11,12 @@ chunks themselves, so nothing assumes which documents a user added.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from typing import Protocol
 
 from chat.generation import GenerationError
-from chat.questions import Language, detect_language
 from kb.index import IndexView
+from kb.text import CJK_CHAR, LATIN_WORD, Language, detect_language
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +27,6 @@ TRANSLATE_TO = """Translate this question into {language}. Keep technical terms,
 Reply with the translation only.
 
 {question}"""
-
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[A-Za-z]+")
-
 
 class Completer(Protocol):
     def complete(self, prompt: str) -> str: ...
@@ -47,7 +42,7 @@ def kb_languages(view: IndexView) -> tuple[Language, ...]:
         weight: Counter[Language] = Counter()
         for chunk in view.chunks.values():
             # Counted in comparable units: a CJK character is about a word's worth of text.
-            weight[detect_language(chunk.text)] += len(_CJK.findall(chunk.text)) + len(_WORD.findall(chunk.text))
+            weight[detect_language(chunk.text)] += len(CJK_CHAR.findall(chunk.text)) + len(LATIN_WORD.findall(chunk.text))
         total = sum(weight.values()) or 1
         ranked = tuple(lang for lang, w in weight.most_common() if w / total >= MIN_SHARE)
         if len(_languages_cache) > 16:

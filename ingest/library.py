@@ -33,7 +33,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from ingest.pipeline import IngestError, IngestReport, chunk_document, run_ingest
 from ingest.reader import SUPPORTED_SUFFIXES, Candidate, Skipped, decode_text, discover, read_document
 from kb.chunk import page_at
-from kb.errors import KbqaError
+from kb.errors import ActionError, KbqaError
 from kb.index import KnowledgeBase, Manifest
 from kb.settings import Settings
 
@@ -49,12 +49,8 @@ _COPY_SUFFIX = re.compile(r"^(?P<stem>.*?) \((?P<n>\d+)\)$")
 _MAGIC = {".pdf": b"%PDF", ".docx": b"PK\x03\x04"}
 
 
-class DocumentError(KbqaError):
+class DocumentError(ActionError):
     """A document action that cannot be done; ``status`` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
