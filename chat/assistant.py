@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from llama_index.core.embeddings import BaseEmbedding
 
@@ -44,6 +43,7 @@ from chat.retrieval import (
 from chat.translation import kb_languages, translations
 from kb.embeddings import EmbeddingInfo, shared_embedding
 from kb.index import IndexMismatch, IndexView, KnowledgeBase
+from kb.records import Record
 from kb.sentences import normalize_marks
 from kb.settings import LlmBackend, Settings, get_settings
 
@@ -74,7 +74,7 @@ class LockedEmbedding:
 
 
 @dataclass
-class Status:
+class Status(Record):
     mode: str  # "generative" or "extractive"
     mode_detail: str
     index_ok: bool
@@ -83,9 +83,6 @@ class Status:
     chunks: int = 0
     embedding: str = ""
     models: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Assistant:

@@ -15,13 +15,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chat.answer import Answer, NoticeKind, incomplete_line
 from chat.generation import ENABLE_HINT, PULL_HINT
 from kb.errors import ActionError
+from kb.records import Record
 from kb.settings import Settings
 from kb.sqlite import connect
 
@@ -58,19 +59,16 @@ class ConversationError(ActionError):
 
 
 @dataclass
-class ConversationSummary:
+class ConversationSummary(Record):
     id: str
     title: str
     created: float
     updated: float
     turns: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class StoredTurn:
+class StoredTurn(Record):
     seq: int
     question: str
     answer: dict[str, Any] | None
@@ -80,21 +78,14 @@ class StoredTurn:
     def to_answer(self) -> Answer | None:
         return answer_from_dict(self.answer) if self.answer else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class Conversation:
+class Conversation(Record):
     id: str
     title: str
     created: float
     updated: float
     turns: list[StoredTurn] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated,
-                "turns": [t.to_dict() for t in self.turns]}
 
 
 def title_from(question: str) -> str:

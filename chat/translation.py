@@ -15,18 +15,14 @@ from collections import Counter
 from typing import Protocol
 
 from chat.generation import GenerationError
+from chat.prompts import LANGUAGE_NAMES, TRANSLATE_PROMPT
 from kb.index import IndexView
 from kb.text import CJK_CHAR, LATIN_WORD, Language, detect_language
 
 log = logging.getLogger(__name__)
 
-LANGUAGE_NAMES: dict[Language, str] = {"zh": "Chinese (简体中文)", "en": "English"}
 MIN_SHARE = 0.05  # of the indexed text: a language below this is a quotation, not a document language
 
-TRANSLATE_TO = """Translate this question into {language}. Keep technical terms, names, code and numbers as they are.
-Reply with the translation only.
-
-{question}"""
 
 class Completer(Protocol):
     def complete(self, prompt: str) -> str: ...
@@ -61,7 +57,7 @@ def translations(llm: Completer, question: str, question_language: Language, lan
     out: list[str] = []
     for target in translation_targets(question_language, languages):
         try:
-            reply = llm.complete(TRANSLATE_TO.format(language=LANGUAGE_NAMES[target], question=question)).strip()
+            reply = llm.complete(TRANSLATE_PROMPT.format(language=LANGUAGE_NAMES[target], question=question)).strip()
         except GenerationError as exc:
             log.info("Query translation into %s failed: %s", target, exc)
             continue

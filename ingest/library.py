@@ -23,7 +23,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -35,6 +35,7 @@ from ingest.reader import SUPPORTED_SUFFIXES, Candidate, Skipped, decode_text, d
 from kb.chunk import page_at
 from kb.errors import ActionError, KbqaError
 from kb.index import KnowledgeBase, Manifest
+from kb.records import Record
 from kb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class DocumentError(ActionError):
 
 
 @dataclass
-class DocumentInfo:
+class DocumentInfo(Record):
     name: str  # path relative to its folder, forward slashes (what Passage.doc shows)
     kind: str  # "md", "pdf", ...
     size: int
@@ -62,31 +63,22 @@ class DocumentInfo:
     indexed_at: float | None
     skipped: str | None  # reason, when the file is in the folder but not indexed
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class UploadResult:
+class UploadResult(Record):
     name: str  # the stored (sanitised) name
     status: str  # "added" | "replaced" | "kept_both" | "unchanged"
     chunks: int
     message: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class ReindexResult:
+class ReindexResult(Record):
     name: str | None
     generation: int
     documents: int
     chunks: int
     message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def sanitize_filename(filename: str) -> str:
