@@ -55,8 +55,11 @@ class Notice(str):
         """From ``to_dict()``; a plain string (answers stored before kinds existed) is an ``INFO`` notice."""
         if isinstance(data, str):
             return data if isinstance(data, Notice) else cls(data)
-        kind = data.get("kind", NoticeKind.INFO)
-        return cls(str(data.get("text", "")), kind if kind in NoticeKind._value2member_map_ else NoticeKind.INFO)
+        try:
+            kind = NoticeKind(data.get("kind", NoticeKind.INFO))
+        except ValueError:  # a kind this version does not know: still worth showing
+            kind = NoticeKind.INFO
+        return cls(str(data.get("text", "")), kind)
 
 
 @dataclass

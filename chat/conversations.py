@@ -96,7 +96,7 @@ def title_from(question: str) -> str:
 # What the Assistant wrote into answers before notices had kinds and the cut had its own fields:
 # stored conversations of that time are upgraded as they load, so every front end sees one form.
 _LEGACY_INCOMPLETE_NOTE = "\n\n⚠ 回答未完成 / Answer incomplete:"
-_LEGACY_SETUP_HINTS = (ENABLE_HINT, PULL_HINT)
+_LEGACY_SETUP_HINTS = (ENABLE_HINT, PULL_HINT)  # reworded hints would leave old notices whole (INFO), not lost
 
 
 def answer_from_dict(data: dict[str, Any]) -> Answer:
