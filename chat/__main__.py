@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from chat.answer import Answer
+from chat.answer import Answer, incomplete_line
 from chat.assistant import Assistant
 from kb.errors import KbqaError
 from kb.logging_setup import configure_logging
@@ -16,8 +16,10 @@ log = logging.getLogger("chat")
 
 
 def format_sources(answer: Answer) -> str:
-    """Everything below the answer text: sources with quotes, flagged sentences, notices, mode."""
-    lines = []
+    """Everything below the answer text: where it stopped early, sources with quotes, flagged
+    sentences, notices, mode."""
+    cut = incomplete_line(answer)
+    lines = [cut] if cut else []
     if answer.citations:
         lines.append("Sources / 来源:")
         for c in answer.citations:

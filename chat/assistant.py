@@ -7,13 +7,12 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from llama_index.core.embeddings import BaseEmbedding
 
 from chat import extractive
-from chat.answer import Answer, Timings
-from chat.citations import check_sentences, normalize_marks
+from chat.answer import Answer, Notice, NoticeKind, Timings
+from chat.citations import check_sentences
 from chat.generation import ENABLE_HINT, AnswerCutOff, GenerationError, OllamaBackend, enable_hint
 from chat.grounding import cosine
 from chat.passages import Passage
@@ -44,6 +43,8 @@ from chat.retrieval import (
 from chat.translation import kb_languages, translations
 from kb.embeddings import EmbeddingInfo, shared_embedding
 from kb.index import IndexMismatch, IndexView, KnowledgeBase
+from kb.records import Record
+from kb.sentences import normalize_marks
 from kb.settings import LlmBackend, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class LockedEmbedding:
 
 
 @dataclass
-class Status:
+class Status(Record):
     mode: str  # "generative" or "extractive"
     mode_detail: str
     index_ok: bool
@@ -82,9 +83,6 @@ class Status:
     chunks: int = 0
     embedding: str = ""
     models: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Assistant:
@@ -204,9 +202,8 @@ class Assistant:
         language = detect_language(text)
         original = repair_text(question)[0] if isinstance(question, str) else text  # printable as given
         prepared = PreparedQuestion(text, original, language, notices)
-        use_llm, mode_notice = self._llm_available()
-        if mode_notice:
-            prepared.notices.append(mode_notice)
+        use_llm, mode_notices = self._llm_available()
+        prepared.notices.extend(mode_notices)
 
         self._make_standalone(prepared, history, use_llm)
         variants = self._translations(prepared) if use_llm else ()
@@ -219,16 +216,17 @@ class Assistant:
                 yield from self._generate(prepared, passages, view, timings, started)
                 return
             except GenerationError as exc:  # only failures before the first token: _generate handles the rest
-                prepared.notices.append(f"{exc} Showing an extractive answer instead.")
+                prepared.notices.append(Notice(f"{exc} Showing an extractive answer instead.", NoticeKind.EXTRACTIVE))
         yield from self._extract(prepared, passages, view, timings, started)
 
-    def _llm_available(self) -> tuple[bool, str | None]:
+    def _llm_available(self) -> tuple[bool, list[Notice]]:
+        """Whether to generate; if not, why (an EXTRACTIVE notice) and how to turn it on (a SETUP notice)."""
         if self.backend is None:
-            return False, ENABLE_HINT
+            return False, [Notice(ENABLE_HINT, NoticeKind.SETUP)]
         health = self.backend.health()
         if not health.ok:
-            return False, f"{health.message} {enable_hint(health)}"
-        return True, None
+            return False, [Notice(health.message, NoticeKind.EXTRACTIVE), Notice(enable_hint(health), NoticeKind.SETUP)]
+        return True, []
 
     def _make_standalone(self, prepared: PreparedQuestion, history: History | None, use_llm: bool) -> None:
         max_chars = self.settings.max_question_chars
@@ -287,14 +285,11 @@ class Assistant:
                 raise
             # Not a failure: the answer reached the limit it was given. Incomplete, and the notes say why.
             cut_off = True
-            prepared.notices.append(f"回答在长度上限处被截断 / {exc}")
+            prepared.notices.append(Notice(f"回答在长度上限处被截断 / {exc}", NoticeKind.LIMIT))
         except GenerationError as exc:
             if exc.before_first_token:
                 raise
-            error = str(exc)
-            note = f"\n\n⚠ 回答未完成 / Answer incomplete: {exc}"
-            parts.append(note)
-            yield note
+            error = str(exc)  # the text stays what the model wrote; each front end shows the cut its own way
         timings.generation_ms = (time.perf_counter() - generation_started) * 1000
         raw = "".join(parts)
         refused = any(sentence in raw for sentence in REFUSAL.values())

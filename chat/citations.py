@@ -1,4 +1,4 @@
-"""Citations in an answer: parse ``[n]`` marks, resolve them to passages and quotes, check support."""
+"""Citations in an answer: resolve its ``[n]`` marks (parsed by kb.sentences) to passages and quotes, check support."""
 
 from __future__ import annotations
 
@@ -6,35 +6,9 @@ import re
 from collections.abc import Callable, Sequence
 
 from chat.answer import Citation, SentenceCheck
-from chat.grounding import SUPPORT_THRESHOLD, best_span, split_sentences, strip_citations, support_score
+from chat.grounding import SUPPORT_THRESHOLD, best_span, support_score
 from chat.passages import Passage
-
-# [1]  [1,2]  [1, 2]  [1-3]  【1】  ［1］ — models write all of these. One or two digits only:
-# "[5, 4096]" is a matrix shape from the document, not a citation.
-_MARK = re.compile(r"[\[【［]\s*(\d{1,2}(?:\s*[,，、\-–]\s*\d{1,2})*)\s*[\]】］]")
-_RANGE = re.compile(r"(\d+)\s*[\-–]\s*(\d+)")
-
-
-def cited_numbers(text: str) -> list[int]:
-    """Every number cited in ``text``, in order of first appearance."""
-    numbers: list[int] = []
-    for mark in _MARK.finditer(text):
-        body = mark.group(1)
-        for part in re.split(r"[,，、]", body):
-            part = part.strip()
-            rng = _RANGE.fullmatch(part)
-            values = range(int(rng.group(1)), int(rng.group(2)) + 1) if rng else [int(part)]
-            numbers.extend(v for v in values if v not in numbers)
-    return numbers
-
-
-def normalize_marks(text: str, valid: int) -> str:
-    """Rewrite every mark as ``[n]`` (one per number) and drop numbers that point at nothing."""
-
-    def replace(mark: re.Match[str]) -> str:
-        return "".join(f"[{n}]" for n in cited_numbers(mark.group(0)) if 1 <= n <= valid)
-
-    return _MARK.sub(replace, text)
+from kb.sentences import cited_numbers, split_sentences, strip_citations
 
 
 def check_sentences(

@@ -15,14 +15,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chat.answer import Answer, Citation, SentenceCheck, Timings
-from chat.passages import Passage
-from kb.errors import KbqaError
+from chat.answer import Answer, NoticeKind, incomplete_line
+from chat.generation import ENABLE_HINT, PULL_HINT
+from kb.errors import ActionError
+from kb.records import Record
 from kb.settings import Settings
+from kb.sqlite import connect
 
 log = logging.getLogger(__name__)
 
@@ -50,28 +52,23 @@ CREATE TABLE IF NOT EXISTS turns (
 """
 
 
-class ConversationError(KbqaError):
+class ConversationError(ActionError):
     """Unknown conversation (or one of another user), or a bad title; ``status`` for HTTP."""
 
-    def __init__(self, message: str, status: int = 404) -> None:
-        super().__init__(message)
-        self.status = status
+    default_status = 404
 
 
 @dataclass
-class ConversationSummary:
+class ConversationSummary(Record):
     id: str
     title: str
     created: float
     updated: float
     turns: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class StoredTurn:
+class StoredTurn(Record):
     seq: int
     question: str
     answer: dict[str, Any] | None
@@ -81,21 +78,14 @@ class StoredTurn:
     def to_answer(self) -> Answer | None:
         return answer_from_dict(self.answer) if self.answer else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class Conversation:
+class Conversation(Record):
     id: str
     title: str
     created: float
     updated: float
     turns: list[StoredTurn] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "title": self.title, "created": self.created, "updated": self.updated,
-                "turns": [t.to_dict() for t in self.turns]}
 
 
 def title_from(question: str) -> str:
@@ -103,45 +93,46 @@ def title_from(question: str) -> str:
     return (line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…") or "（空 / empty）"
 
 
+# What the Assistant wrote into answers before notices had kinds and the cut had its own fields:
+# stored conversations of that time are upgraded as they load, so every front end sees one form.
+_LEGACY_INCOMPLETE_NOTE = "\n\n⚠ 回答未完成 / Answer incomplete:"
+_LEGACY_SETUP_HINTS = (ENABLE_HINT, PULL_HINT)  # reworded hints would leave old notices whole (INFO), not lost
+
+
 def answer_from_dict(data: dict[str, Any]) -> Answer:
-    """Rebuild an ``Answer`` from ``Answer.to_dict()`` (the stored form)."""
-    passages = [
-        Passage(id=str(p["id"]), text=str(p["text"]), doc=str(p["doc"]), section=str(p.get("section", "")),
-                start=int(p["start"]), end=int(p["end"]), score=float(p.get("score", 0.0)),
-                context=str(p.get("context", "")), found_by=dict(p.get("found_by") or {}),
-                scores=dict(p.get("scores") or {}))
-        for p in data.get("passages", [])
-    ]
-    by_id = {p.id: p for p in passages}
-    citations = []
-    for c in data.get("citations", []):
-        passage = by_id.get(str(c.get("passage_id")))
-        if passage is None and 0 < int(c["n"]) <= len(passages):
-            passage = passages[int(c["n"]) - 1]
-        if passage is None:  # a citation must point at a passage; the stored one is not there
-            passage = Passage(id=str(c.get("passage_id", "")), text=str(c["quote"]), doc=str(c["doc"]),
-                              section=str(c.get("section", "")), start=int(c["start"]), end=int(c["end"]), score=0.0)
-        citations.append(Citation(n=int(c["n"]), passage=passage, quote=str(c["quote"]),
-                                  start=int(c["start"]), end=int(c["end"])))
-    sentences = [SentenceCheck(text=str(s["text"]), cites=list(s.get("cites", [])), support=float(s["support"]),
-                               supported=bool(s["supported"]), reason=str(s.get("reason", "")))
-                 for s in data.get("sentences", [])]
-    t = data.get("timings") or {}
-    timings = Timings(retrieval_ms=float(t.get("retrieval_ms", 0.0)), first_token_ms=t.get("first_token_ms"),
-                      total_ms=float(t.get("total_ms", 0.0)), generation_ms=float(t.get("generation_ms", 0.0)))
-    return Answer(
-        question=str(data.get("question", "")), text=str(data.get("text", "")), mode=data.get("mode", "extractive"),
-        citations=citations, passages=passages, sentences=sentences, refused=bool(data.get("refused", False)),
-        complete=bool(data.get("complete", True)), model=data.get("model"),
-        standalone_question=data.get("standalone_question"), notices=list(data.get("notices", [])),
-        error=data.get("error"), timings=timings,
-    )
+    """Rebuild an ``Answer`` from its stored ``Answer.to_dict()``, including dicts stored by earlier versions."""
+    return Answer.from_dict(_upgrade(data))
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """An answer dict of an earlier version in today's form (new dicts pass unchanged).
+
+    Then: the "answer incomplete" note was part of ``text`` (and checked as a sentence), and the
+    how-to-enable-generation hint was the tail of a plain-string notice.
+    """
+    data = dict(data)
+    text = str(data.get("text", ""))
+    if data.get("error") and _LEGACY_INCOMPLETE_NOTE in text:
+        data["text"] = text[: text.rindex(_LEGACY_INCOMPLETE_NOTE)]
+        data["sentences"] = [s for s in data.get("sentences", []) if not str(s.get("text", "")).startswith("⚠")]
+    notices: list[Any] = []
+    for notice in data.get("notices", []):
+        if not isinstance(notice, str):
+            notices.append(notice)
+            continue
+        hint = next((h for h in _LEGACY_SETUP_HINTS if h in notice), None)
+        rest = notice.replace(hint, "").strip() if hint else notice
+        if rest:
+            notices.append({"kind": NoticeKind.EXTRACTIVE if hint else NoticeKind.INFO, "text": rest})
+        if hint:
+            notices.append({"kind": NoticeKind.SETUP, "text": hint})
+    data["notices"] = notices
+    return data
 
 
 class ConversationStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(SCHEMA)
 
@@ -153,10 +144,8 @@ class ConversationStore:
     def _db(self) -> Iterator[sqlite3.Connection]:
         # A connection per call: Gradio runs handlers on many threads, and SQLite's own locking
         # (WAL, busy timeout) serialises writers across threads and processes.
-        db = sqlite3.connect(self.path, timeout=10.0)
+        db = connect(self.path, timeout=10.0, foreign_keys=True)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
             with db:
                 yield db
         finally:
@@ -250,8 +239,8 @@ class ConversationStore:
                 out += [f"> ⚠ {turn.error or 'no answer'}", ""]
                 continue
             out += [answer.text.strip(), ""]
-            if answer.error:
-                out += [f"> ⚠ 回答未完成 / Answer incomplete: {answer.error}", ""]
+            if cut := incomplete_line(answer):
+                out += [f"> {cut}", ""]
             if answer.citations:
                 out += ["**来源 / Sources**", ""]
                 for c in answer.citations:

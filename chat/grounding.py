@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
-from kb.sentences import CITATION_MARK, Span, split_sentences
+from kb.sentences import Span, split_sentences, strip_citations
 from kb.text import QUESTION_WORDS, normalize
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
@@ -24,10 +24,6 @@ E5_COSINE_FLOOR = 0.78
 E5_COSINE_CEIL = 0.92
 # A sentence counts as supported at or above this score.
 SUPPORT_THRESHOLD = 0.5
-
-
-def strip_citations(text: str) -> str:
-    return CITATION_MARK.sub("", text).strip()
 
 
 def content_units(text: str) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kb.chunk import Chunk
 
@@ -38,3 +39,10 @@ class Passage:
             "score": self.score, "found_by": self.found_by, "scores": self.scores, "context": self.context,
             "text": self.text,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Passage:
+        return cls(id=str(data["id"]), text=str(data["text"]), doc=str(data["doc"]),
+                   section=str(data.get("section", "")), start=int(data["start"]), end=int(data["end"]),
+                   score=float(data.get("score", 0.0)), context=str(data.get("context", "")),
+                   found_by=dict(data.get("found_by") or {}), scores=dict(data.get("scores") or {}))

@@ -5,16 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
+from chat.answer import Notice, NoticeKind
 from kb.errors import KbqaError
+from kb.text import CJK_CHAR, LATIN_WORD, Language
+from kb.text import detect_language as detect_language  # its home is kb.text; callers of chat.questions keep it
 
-Language = Literal["zh", "en"]
 History = Sequence[tuple[str, str]] | Sequence[dict[str, str]]
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
-_WORDS = re.compile(r"[A-Za-z]+")
 
 # A follow-up leans on the previous turn when it points back or is too short to stand alone.
 _ZH_ANAPHORA = re.compile(r"(它|它们|他们|这|那|其|该|此|上述|前者|后者|这个|那个|这种|那种)")
@@ -40,22 +38,15 @@ class PreparedQuestion:
     text: str  # what retrieval and generation use
     original: str
     language: Language
-    notices: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
     rewritten_from_history: bool = False
 
 
-def detect_language(text: str) -> Language:
-    """Chinese when the text has any real share of CJK characters, else English."""
-    cjk = len(_CJK.findall(text))
-    latin_words = len(_WORDS.findall(text))
-    return "zh" if cjk and cjk >= latin_words else "en"
-
-
-def validate(question: object, max_chars: int) -> tuple[str, list[str]]:
+def validate(question: object, max_chars: int) -> tuple[str, list[Notice]]:
     """The question as retrieval and the LLM will read it: valid text, stripped, at most ``max_chars``."""
     if isinstance(question, (bytes, bytearray)):
         question = bytes(question).decode("utf-8", errors="surrogateescape")  # bad bytes become surrogates
-    notices = []
+    notices: list[Notice] = []
     if isinstance(question, str):
         question, removed = repair_text(question)
         if removed and not question.strip():
@@ -64,18 +55,20 @@ def validate(question: object, max_chars: int) -> tuple[str, list[str]]:
                 "Type it again, or check the terminal's encoding is UTF-8. / 问题只包含无效字符，请重新输入。"
             )
         if removed:
-            notices.append(
+            notices.append(Notice(
                 f"The question held {removed} character(s) that are not valid text (invalid UTF-8 or a lone "
-                f"surrogate); they were left out. / 问题中有 {removed} 个无效字符（非法 UTF-8 或孤立代理项），已忽略。"
-            )
+                f"surrogate); they were left out. / 问题中有 {removed} 个无效字符（非法 UTF-8 或孤立代理项），已忽略。",
+                NoticeKind.QUESTION,
+            ))
     if not isinstance(question, str) or not question.strip():
         raise QuestionError("The question is empty. Type a question about the document. / 问题为空，请输入一个关于文档的问题。")
     text = question.strip()
     if len(text) > max_chars:
-        notices.append(
+        notices.append(Notice(
             f"The question was {len(text)} characters long; only its first {max_chars} were used. "
-            f"/ 问题过长（{len(text)} 字符），只使用了前 {max_chars} 个字符。"
-        )
+            f"/ 问题过长（{len(text)} 字符），只使用了前 {max_chars} 个字符。",
+            NoticeKind.QUESTION,
+        ))
         text = text[:max_chars]
     return text, notices
 
@@ -136,9 +129,9 @@ def _content_text(content: object) -> str:
 
 def needs_context(question: str, language: Language) -> bool:
     if language == "zh":
-        short = len(_CJK.findall(question)) <= 8
+        short = len(CJK_CHAR.findall(question)) <= 8
         return bool(_ZH_ANAPHORA.search(question) or _ZH_FOLLOW_UP_OPENERS.search(question)) or short
-    words = _WORDS.findall(question)
+    words = LATIN_WORD.findall(question)
     return bool(_EN_ANAPHORA.search(question) or _EN_FOLLOW_UP_OPENERS.search(question)) or len(words) <= 4
 
 

@@ -11,26 +11,17 @@ chunks themselves, so nothing assumes which documents a user added.
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from typing import Protocol
 
 from chat.generation import GenerationError
-from chat.questions import Language, detect_language
+from chat.prompts import LANGUAGE_NAMES, TRANSLATE_PROMPT
 from kb.index import IndexView
+from kb.text import CJK_CHAR, LATIN_WORD, Language, detect_language
 
 log = logging.getLogger(__name__)
 
-LANGUAGE_NAMES: dict[Language, str] = {"zh": "Chinese (简体中文)", "en": "English"}
 MIN_SHARE = 0.05  # of the indexed text: a language below this is a quotation, not a document language
-
-TRANSLATE_TO = """Translate this question into {language}. Keep technical terms, names, code and numbers as they are.
-Reply with the translation only.
-
-{question}"""
-
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_WORD = re.compile(r"[A-Za-z]+")
 
 
 class Completer(Protocol):
@@ -47,7 +38,7 @@ def kb_languages(view: IndexView) -> tuple[Language, ...]:
         weight: Counter[Language] = Counter()
         for chunk in view.chunks.values():
             # Counted in comparable units: a CJK character is about a word's worth of text.
-            weight[detect_language(chunk.text)] += len(_CJK.findall(chunk.text)) + len(_WORD.findall(chunk.text))
+            weight[detect_language(chunk.text)] += len(CJK_CHAR.findall(chunk.text)) + len(LATIN_WORD.findall(chunk.text))
         total = sum(weight.values()) or 1
         ranked = tuple(lang for lang, w in weight.most_common() if w / total >= MIN_SHARE)
         if len(_languages_cache) > 16:
@@ -66,7 +57,7 @@ def translations(llm: Completer, question: str, question_language: Language, lan
     out: list[str] = []
     for target in translation_targets(question_language, languages):
         try:
-            reply = llm.complete(TRANSLATE_TO.format(language=LANGUAGE_NAMES[target], question=question)).strip()
+            reply = llm.complete(TRANSLATE_PROMPT.format(language=LANGUAGE_NAMES[target], question=question)).strip()
         except GenerationError as exc:
             log.info("Query translation into %s failed: %s", target, exc)
             continue

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 
 from chat.grounding import content_units, numbers_missing
-from kb.text import normalize
+from kb.text import is_chinese, normalize
 
 NEGATION_WINDOW = 8  # characters on each side of a cue that it governs (within its clause)
 MIN_SHARED_FOR_NEGATION = 2  # shared units that say both sides talk about the same thing
@@ -79,10 +79,6 @@ _CLAUSE = re.compile(r"[，,。；;：:！？!?\n]")
 def protect(text: str) -> str:
     """Brackets as parentheses: chat.grounding strips "[5, 4096]" as if it were a citation mark."""
     return text.replace("[", "(").replace("]", ")")
-
-
-def is_chinese(text: str) -> bool:
-    return len(_CJK.findall(text)) >= max(2, len(_WORD.findall(text)))
 
 
 # --- numbers -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -33,8 +33,9 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from ingest.pipeline import IngestError, IngestReport, chunk_document, run_ingest
 from ingest.reader import SUPPORTED_SUFFIXES, Candidate, Skipped, decode_text, discover, read_document
 from kb.chunk import page_at
-from kb.errors import KbqaError
+from kb.errors import ActionError, KbqaError
 from kb.index import KnowledgeBase, Manifest
+from kb.records import Record
 from kb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,12 @@ _COPY_SUFFIX = re.compile(r"^(?P<stem>.*?) \((?P<n>\d+)\)$")
 _MAGIC = {".pdf": b"%PDF", ".docx": b"PK\x03\x04"}
 
 
-class DocumentError(KbqaError):
+class DocumentError(ActionError):
     """A document action that cannot be done; ``status`` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
-class DocumentInfo:
+class DocumentInfo(Record):
     name: str  # path relative to its folder, forward slashes (what Passage.doc shows)
     kind: str  # "md", "pdf", ...
     size: int
@@ -66,31 +63,22 @@ class DocumentInfo:
     indexed_at: float | None
     skipped: str | None  # reason, when the file is in the folder but not indexed
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class UploadResult:
+class UploadResult(Record):
     name: str  # the stored (sanitised) name
     status: str  # "added" | "replaced" | "kept_both" | "unchanged"
     chunks: int
     message: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
-class ReindexResult:
+class ReindexResult(Record):
     name: str | None
     generation: int
     documents: int
     chunks: int
     message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def sanitize_filename(filename: str) -> str:

@@ -15,11 +15,53 @@ ASCII_ENDERS = ".!?"
 # split_sentences also ends a sentence at an ASCII "!", "?" or ";" wherever it stands: kept so,
 # because the extractive answers and the citation checks were measured with it.
 SENTENCE_END = CJK_ENDERS + "!?;"
-# A citation mark right after a sentence end belongs to that sentence: "…显存。[1]". Citation
-# numbers have one or two digits, so a matrix shape such as "[5, 4096]" is text, not a citation.
-CITATION_MARK = re.compile(
-    r"\s*(?:\[\s*\d{1,2}(?:\s*[,，、\-–]\s*\d{1,2})*\s*\]|【\s*\d{1,2}(?:\s*[,，、]\s*\d{1,2})*\s*】)(?!\d)"
-)
+
+# --- citation marks ------------------------------------------------------------------------
+# Citation numbers have one or two digits, so a matrix shape such as "[5, 4096]" is text, not a
+# citation. A mark holds one number, a list ("1,2", "1、2") or a range ("1-3").
+_CITED = r"\d{1,2}"
+_LIST_OR_RANGE = rf"{_CITED}(?:\s*[,，、\-–]\s*{_CITED})*"
+_LIST = rf"{_CITED}(?:\s*[,，、]\s*{_CITED})*"
+# Two readings of the marks, on purpose. ANSWER_MARK reads what a model wrote, however it wrote
+# it: [1]  [1,2]  [1-3]  【1】  ［1］, brackets mixed; it runs on answer text only, which
+# ``normalize_marks`` then rewrites as plain "[n]". CITATION_MARK runs on any text that is split
+# into sentences or stripped of marks, documents too, so it takes only well-formed marks ("[…]",
+# or "【…】" without ranges), not followed by a digit, with the spaces before them: a mark right
+# after a sentence end belongs to that sentence ("…显存。[1]").
+ANSWER_MARK = re.compile(rf"[\[【［]\s*({_LIST_OR_RANGE})\s*[\]】］]")
+CITATION_MARK = re.compile(rf"\s*(?:\[\s*{_LIST_OR_RANGE}\s*\]|【\s*{_LIST}\s*】)(?!\d)")
+# The one form normalised answers hold (what the UI turns into links): "[n]".
+PLAIN_MARK = re.compile(r"\[(\d{1,2})\]")
+_RANGE = re.compile(r"(\d+)\s*[\-–]\s*(\d+)")
+
+
+def cited_numbers(text: str) -> list[int]:
+    """Every number cited in ``text`` (marks as a model writes them), in order of first appearance."""
+    numbers: list[int] = []
+    for mark in ANSWER_MARK.finditer(text):
+        for part in re.split(r"[,，、]", mark.group(1)):
+            part = part.strip()
+            rng = _RANGE.fullmatch(part)
+            values = range(int(rng.group(1)), int(rng.group(2)) + 1) if rng else [int(part)]
+            numbers.extend(v for v in values if v not in numbers)
+    return numbers
+
+
+def normalize_marks(text: str, valid: int) -> str:
+    """Rewrite every mark as ``[n]`` (one per number) and drop numbers that point at nothing."""
+
+    def replace(mark: re.Match[str]) -> str:
+        return "".join(f"[{n}]" for n in cited_numbers(mark.group(0)) if 1 <= n <= valid)
+
+    return ANSWER_MARK.sub(replace, text)
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without its citation marks (and the spaces before them)."""
+    return CITATION_MARK.sub("", text).strip()
+
+
+# --- sentences -----------------------------------------------------------------------------
 # Words whose trailing "." does not end a sentence; the one list for the sentence splitter here
 # and the chunker's sentence ends (ingest/chunking.py).
 ABBREVIATIONS = frozenset(

@@ -1,6 +1,5 @@
-"""Text normalisation and tokenisation shared by the BM25 index and its queries.
-
-Index and query must be tokenised the same way, so both live here.
+"""Text rules shared by every package: normalisation and tokenisation (the BM25 index and its
+queries must tokenise the same way), language detection, and the noise stripped from questions.
 """
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ import logging
 import re
 import unicodedata
 from functools import lru_cache
+from typing import Literal
 
 import jieba
 
@@ -26,6 +26,31 @@ QUESTION_WORDS = frozenset(
     document doc text say says said mention mentioned according can could should would will
     """.split()
 )
+
+Language = Literal["zh", "en"]
+
+CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")  # CJK ideographs (extension A, compatibility forms)
+LATIN_WORD = re.compile(r"[A-Za-z]+")  # a run of Latin letters: "e5-small" is two
+LATIN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9.+\-]*[A-Za-z0-9+]|[A-Za-z]")  # a technical term: "e5-small" is one
+
+
+def detect_language(text: str, *, min_cjk: int = 1, words: re.Pattern[str] = LATIN_WORD) -> Language:
+    """Chinese when CJK characters are at least as many as Latin ``words`` (and at least ``min_cjk``).
+
+    The defaults are the question rule (retrieval weights, refusal, prompt language): one Chinese
+    character among no English words makes a Chinese question. ``is_chinese`` is the stricter rule
+    of the eval's judges.
+    """
+    cjk = len(CJK_CHAR.findall(text))
+    return "zh" if cjk >= max(min_cjk, len(words.findall(text))) else "en"
+
+
+def is_chinese(text: str) -> bool:
+    """The eval judges' rule for claims and passages (eval/checks.py, eval/scoring.py): at least two
+    CJK characters, weighed against whole technical terms, so that an English passage quoting one
+    character, or full of terms like "e5-small", is not taken for Chinese text."""
+    return detect_language(text, min_cjk=2, words=LATIN_TERM) == "zh"
+
 
 _TOKEN_RE = re.compile(r"[\w\u4e00-\u9fff$%+#.]+", re.UNICODE)
 _HAS_CONTENT = re.compile(r"[0-9a-z\u4e00-\u9fff]")

@@ -26,6 +26,7 @@ import numpy as np
 
 from kb.embeddings import vector_family
 from kb.settings import Settings
+from kb.sqlite import connect
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,9 @@ class VectorCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")  # a lost vector is only recomputed
+        # One connection shared by threads (behind self._lock); a lost vector is only recomputed.
+        self._conn = connect(self.path, timeout=_BUSY_TIMEOUT_S, check_same_thread=False, synchronous="NORMAL")
         with self._conn:
             self._conn.execute(_SCHEMA)
 

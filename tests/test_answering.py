@@ -14,9 +14,10 @@ import pytest
 
 from chat import Answer, Assistant, QuestionError
 from chat.__main__ import main as chat_main
-from chat.citations import cited_numbers, normalize_marks
+from chat.answer import NoticeKind, incomplete_line
 from chat.prompts import REFUSAL
 from ingest.pipeline import run_ingest
+from kb.sentences import cited_numbers, normalize_marks
 from tests.conftest import SEED_DOC, make_settings
 
 STANDIN_MODEL = "smollm2:135m"
@@ -65,7 +66,9 @@ def test_extractive_answers_quote_the_document(primer_bot, seed_text, question, 
     assert answer.citations and section_part in answer.citations[0].section
     assert_citations_point_into_the_document(answer, seed_text)
     assert not answer.unsupported  # quoted sentences are supported by the passage they come from
-    assert any("python -m chat pull" in notice for notice in answer.notices)  # how to turn on generation
+    # How to turn on generation: a notice of its own kind (the UI's status line shows it), never in the text.
+    assert any(n.kind is NoticeKind.SETUP and "python -m chat pull" in n for n in answer.notices)
+    assert "python -m chat pull" not in answer.text
     assert answer.timings.retrieval_ms > 0 and answer.timings.total_ms >= answer.timings.retrieval_ms
 
 
@@ -190,7 +193,9 @@ def test_cut_stream_is_never_presented_as_complete(primer_settings, ollama, clea
     answer = bot.ask("KV Cache 的代价是什么？")
     assert answer.mode == "generative"
     assert not answer.complete and answer.error
-    assert "Answer incomplete" in answer.text
+    # The cut is in the fields, not the text: each front end says it its own way (incomplete_line for text).
+    assert "Answer incomplete" not in answer.text and not any(s.text.startswith("⚠") for s in answer.sentences)
+    assert incomplete_line(answer) == f"⚠ 回答未完成 / Answer incomplete: {answer.error}"
 
 
 def test_ollama_down_gives_extractive_answers_and_says_how_to_start_it(primer_settings):
@@ -199,7 +204,8 @@ def test_ollama_down_gives_extractive_answers_and_says_how_to_start_it(primer_se
     bot = Assistant(generative_settings(primer_settings, f"http://127.0.0.1:{free_port()}"))
     answer = bot.ask("KV Cache 的代价是什么？")
     assert answer.mode == "extractive" and answer.citations
-    assert any("not reachable" in n and "ollama serve" in n for n in answer.notices)
+    assert any(n.kind is NoticeKind.EXTRACTIVE and "not reachable" in n and "ollama serve" in n for n in answer.notices)
+    assert any(n.kind is NoticeKind.SETUP and "python -m chat pull" in n for n in answer.notices)
     status = bot.status()
     assert status.mode == "extractive" and "not reachable" in status.mode_detail
 

@@ -83,3 +83,19 @@ def test_export_markdown_and_json(tmp_path: Path, answer) -> None:
 def test_title_from() -> None:
     assert title_from("  多行\n问题  ") == "多行 问题"
     assert title_from("") == "（空 / empty）"
+
+
+def test_conversation_and_document_errors_carry_their_status_one_way() -> None:
+    from chat.http.errors import from_exception
+    from ingest.library import DocumentError
+    from kb.errors import ActionError, KbqaError
+
+    assert ConversationError("no such conversation").status == 404  # the usual one of each kind
+    assert DocumentError("bad name").status == 400
+    assert DocumentError("exists", status=409).status == 409 and ConversationError("empty", status=400).status == 400
+    for exc in (ConversationError("gone"), DocumentError("too big", status=413)):
+        assert isinstance(exc, ActionError) and isinstance(exc, KbqaError)
+        api = from_exception(exc)
+        assert (api.status, api.message, api.code) == (exc.status, str(exc), "document_error")
+    plain = from_exception(KbqaError("something a user can fix"))
+    assert (plain.status, plain.code) == (400, None)

@@ -343,7 +343,10 @@ def test_a_stream_cut_mid_answer_ends_with_complete_false(gen_server: LiveServer
     final = json.loads(events[-2])
     assert final["complete"] is False and final["error"] and final["mode"] == "generative"
     assert final["choices"][0]["finish_reason"] == "length"
-    assert "Answer incomplete" in final["text"]
+    # ``text`` is only the answer; the content an OpenAI client shows ends by saying it stopped early.
+    assert "Answer incomplete" not in final["text"]
+    content = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    assert content.endswith(f"⚠ 回答未完成 / Answer incomplete: {final['error']}")
 
 
 # --- auth ------------------------------------------------------------------------------------

@@ -295,6 +295,7 @@ def test_ollama_down_falls_back_with_a_clear_status(primer_bot: Assistant, prime
     final = run(ctl.respond("KV Cache 的代价是什么？", 5, "ollama", None, ChatSession()))[-1]
     shown = message_text(final[0][-1])
     assert "kbqa-answer" in shown and "not reachable" in shown  # an extractive answer, and why
+    assert "python -m chat pull" not in shown and "python -m chat pull" in html_status  # how to fix: status line
 
 
 @pytest.mark.slow
@@ -310,6 +311,8 @@ def test_ollama_going_away_mid_answer(ollama: Any, primer_settings: Settings, tm
     final = outputs[-1]
     assert "回答未完成" in message_text(final[0][-1]) and final[3].interactive is True
     assert session.turns[0].answer is not None and not session.turns[0].answer.complete
+    assert message_text(final[0][-1]).count("回答未完成") == 1  # one banner, from answer.error
+    assert "回答未完成" not in session.turns[0].answer.text  # the text is only the answer
     again = run(ctl.respond("RoPE 解决了什么问题？", 1, "ollama", "smollm2:135m", session))[-1]
     assert "generative" in message_text(again[0][-1]) and "回答未完成" not in message_text(again[0][-1])
 

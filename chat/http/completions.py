@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from chat.answer import Answer
+from chat.answer import Answer, incomplete_line
 from chat.assistant import Assistant
 from chat.http.errors import ApiError, from_exception
 from chat.http.schemas import ChatCompletionRequest
@@ -70,13 +70,21 @@ def kbqa_fields(answer: Answer, page_of: PageOf | None = None) -> dict[str, Any]
                        "quote": c["quote"], "page": page_of(c["doc"], c["start"]) if page_of else c.get("page")}
                       for c in d["citations"]],
         "refused": d["refused"], "mode": d["mode"], "unsupported": d["unsupported"], "complete": d["complete"],
-        "timings": d["timings"], "notices": d["notices"], "error": d["error"], "answer_model": d["model"],
+        "timings": d["timings"], "error": d["error"], "answer_model": d["model"],
+        "notices": [str(n) for n in answer.notices],  # each as its text: the reply's documented list of strings
         "standalone_question": d["standalone_question"],
     }
 
 
 def finish_reason(answer: Answer) -> str:
     return "stop" if answer.complete else "length"
+
+
+def content_tail(answer: Answer) -> str:
+    """What the chat content gets after the answer when it stopped early: most OpenAI clients show
+    only the content, so the cut is said there too (``text``, ``complete`` and ``error`` keep it typed)."""
+    cut = incomplete_line(answer)
+    return f"\n\n{cut}" if cut else ""
 
 
 class Completion:
@@ -94,7 +102,7 @@ class Completion:
     def reply(self, answer: Answer) -> dict[str, Any]:
         return {
             **self._head("chat.completion"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text + content_tail(answer)},
                          "finish_reason": finish_reason(answer)}],
             "usage": None,
             **kbqa_fields(answer, self.page_of),
@@ -118,6 +126,8 @@ class Completion:
                 if item:
                     yield self.chunk({"content": item})
                 item = next(rest)
+            if tail := content_tail(item):
+                yield self.chunk({"content": tail})
             yield self.chunk({}, finish_reason(item), text=item.text, **kbqa_fields(item, self.page_of))
         except StopIteration:
             yield sse(from_exception(RuntimeError("the answer ended without a result")).body())

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chat.generation import GenerationError
 from chat.questions import QuestionError
-from kb.errors import KbqaError
+from kb.errors import ActionError, KbqaError
 from kb.index import KnowledgeBaseError
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,10 @@ def from_exception(exc: BaseException) -> ApiError:
         return ApiError(503, str(exc), code="knowledge_base_unavailable")
     if isinstance(exc, GenerationError):
         return ApiError(502, str(exc), code="generation_failed")
-    status = getattr(exc, "status", None)  # ingest.library.DocumentError carries its own (400/404/409/413)
+    if isinstance(exc, ActionError):  # a document or conversation action: it carries its status (400/404/409/413)
+        return ApiError(exc.status, str(exc), code="document_error")
     if isinstance(exc, KbqaError):
-        return ApiError(status if isinstance(status, int) else 400, str(exc), code="document_error"
-                        if status else None)
+        return ApiError(400, str(exc))
     log.error("Unexpected error in the API", exc_info=exc)
     return ApiError(500, f"Internal error: {type(exc).__name__}: {exc}", code="internal_error")
 

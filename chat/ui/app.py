@@ -481,7 +481,7 @@ class ChatController:
         """Answer a question about the knowledge base, optionally searching only some documents.
 
         docs: document names as /list_documents gives them (empty = all). Returns Answer.to_dict():
-        text, citations (n, doc, section, quote, start, end), mode, notices, ...
+        text, citations (n, doc, section, quote, start, end), mode, complete, error, notices ({kind, text}), ...
         """
         try:
             answer = self.pool.get().ask(question, k=_clamp_k(top_k, self.settings.top_k) if top_k else None,

@@ -16,15 +16,11 @@ from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
 
-from chat.answer import Answer, Citation, SentenceCheck
-from chat.generation import ENABLE_HINT, PULL_HINT
-from chat.grounding import strip_citations
+from chat.answer import Answer, Citation, Notice, NoticeKind, SentenceCheck
 from chat.passages import Passage
 from kb.chunk import PAGE_BREAK, page_at, page_text
-from kb.sentences import split_sentences
+from kb.sentences import PLAIN_MARK, split_sentences, strip_citations
 
-# The note the Assistant appends when a stream is cut; the UI shows it as a banner instead.
-INCOMPLETE_NOTE = "\n\n⚠ 回答未完成 / Answer incomplete:"
 USER_PREVIEW_CHARS = 600
 PageOf = Callable[[str, int], "int | None"]  # (document, offset) -> 1-based page, None without pages
 
@@ -41,7 +37,6 @@ _FLAG_END = "\ue001"
 _FLAG_ID_BASE = 0xE100
 _PRIVATE = re.compile("[\ue000-\ue1ff]")
 _TAG = re.compile(r"(<[^>]*>)")
-_CITE = re.compile(r"\[(\d{1,3})\]")
 _BLOCK_PREFIX = re.compile(r"^(?:#{1,6}\s+|>\s*|[-*+]\s+|\d+[.)]\s+)+")
 
 
@@ -87,19 +82,9 @@ def render_stopped(partial: str) -> str:
                      '<div class="kbqa-notice">■ 已停止 / Stopped. 可以继续提问 / You can ask again.</div>')
 
 
-def shown_notices(answer: Answer) -> list[str]:
-    """Notices worth repeating under an answer; the how-to-enable-generation hint is on the status line."""
-    notices = (n.replace(ENABLE_HINT, "").replace(PULL_HINT, "").strip() for n in answer.notices)  # the status line shows them
-    return [n for n in notices if n]
-
-
-def answer_body_text(answer: Answer) -> str:
-    """The answer without the note the Assistant appends to a cut stream (shown as a banner from
-    ``answer.complete``/``answer.error`` instead); the note goes once the core stops writing it."""
-    text = answer.text
-    if not answer.complete and INCOMPLETE_NOTE in text:
-        text = text[: text.rindex(INCOMPLETE_NOTE)]
-    return text
+def shown_notices(answer: Answer) -> list[Notice]:
+    """Notices worth repeating under an answer; how to turn generation on is on the status line."""
+    return [n for n in answer.notices if n.kind is not NoticeKind.SETUP and n.strip()]
 
 
 @dataclass
@@ -164,7 +149,7 @@ def _decorate(rendered: str, turn: int, citations: dict[int, Citation], flags: l
                 flag = None
             elif part:
                 if not in_code:
-                    part = _CITE.sub(
+                    part = PLAIN_MARK.sub(
                         lambda m: _cite_link(turn, int(m.group(1)), citations.get(int(m.group(1))))
                         if int(m.group(1)) in citations else m.group(0),
                         part,
@@ -190,7 +175,7 @@ def _flag_open(flag: _Flag | None) -> str:
 
 
 def render_answer(answer: Answer, turn: int) -> str:
-    text = _PRIVATE.sub("", answer_body_text(answer))
+    text = _PRIVATE.sub("", answer.text)
     flags = flagged_spans(text, answer.sentences) if not answer.refused else []
     marked = text
     for i, flag in reversed(list(enumerate(flags[:255]))):
@@ -205,7 +190,7 @@ def render_answer(answer: Answer, turn: int) -> str:
             '<div class="kbqa-error" role="alert"><strong>⚠ 回答未完成 / Answer incomplete</strong>'
             f"<div>{esc(answer.error)}</div><div>可以再问一次 / You can ask again.</div></div>"
         )
-    flagged = [s for s in answer.unsupported if not (answer.error and s.text.startswith("⚠"))]
+    flagged = answer.unsupported
     if flagged and not answer.refused:
         items = "".join(
             f'<li><span class="kbqa-flag-text">{_inline(s.text)}</span> <span class="kbqa-reason">— {esc(s.reason)}'
@@ -217,7 +202,7 @@ def render_answer(answer: Answer, turn: int) -> str:
             f"passages:</strong><ul>{items}</ul></div>"
         )
     for notice in shown_notices(answer):
-        parts.append(f'<div class="kbqa-notice">ℹ {esc(notice)}</div>')
+        parts.append(f'<div class="kbqa-notice kbqa-notice-{notice.kind.value}">ℹ {esc(notice)}</div>')
     if answer.standalone_question:
         parts.append(f'<div class="kbqa-notice">↻ 结合上文理解为 / Understood as: {esc(answer.standalone_question)}</div>')
     parts.append(_footer(answer, turn))
