@@ -255,16 +255,19 @@ class Assistant:
 
     def _extract(self, prepared: PreparedQuestion, passages: list[Passage], view: IndexView, timings: Timings,
                  started: float) -> Iterator[str | Answer]:
+        extracts: list[extractive.Extract] = []
         if not extractive.is_relevant(prepared.text, passages, view.bm25, prepared.language):
             text = REFUSAL[prepared.language]
             refused = True
         else:
-            text = extractive.compose(extractive.select(prepared.text, passages, view.bm25))
+            extracts = extractive.select(prepared.text, passages, view.bm25)
+            text = extractive.compose(extracts)
             refused = not text
             text = text or REFUSAL[prepared.language]
         timings.first_token_ms = (time.perf_counter() - started) * 1000
         yield text
-        answer = self._finish(prepared, text, passages, "extractive", None, timings, started, refused=refused)
+        answer = self._finish(prepared, text, passages, "extractive", None, timings, started, refused=refused,
+                              quotes=extractive.quoted_spans(extracts))
         yield answer
 
     def _generate(self, prepared: PreparedQuestion, passages: list[Passage], view: IndexView, timings: Timings,
@@ -300,11 +303,11 @@ class Assistant:
 
     def _finish(self, prepared: PreparedQuestion, text: str, passages: list[Passage], mode: str, model: str | None,
                 timings: Timings, started: float, *, refused: bool, error: str | None = None,
-                complete: bool = True) -> Answer:
+                complete: bool = True, quotes: dict[int, tuple[int, int]] | None = None) -> Answer:
         if refused:
             citations, sentences = [], []
         else:
-            citations, sentences = check_sentences(text, passages, self._similarity)
+            citations, sentences = check_sentences(text, passages, self._similarity, quotes)
         timings.total_ms = (time.perf_counter() - started) * 1000
         return Answer(
             question=prepared.original, text=text, mode=mode,  # type: ignore[arg-type]

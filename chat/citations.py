@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from chat.answer import Citation, SentenceCheck
 from chat.grounding import SUPPORT_THRESHOLD, best_span, support_score
@@ -15,8 +15,15 @@ def check_sentences(
     text: str,
     passages: Sequence[Passage],
     embed_similarity: Callable[[str, str], float] | None = None,
+    quotes: Mapping[int, tuple[int, int]] | None = None,
 ) -> tuple[list[Citation], list[SentenceCheck]]:
-    """Resolve each cited number to a quote and score each sentence against what it cites."""
+    """Resolve each cited number to a quote and score each sentence against what it cites.
+
+    ``quotes`` gives, for passage numbers whose quoted span is known (an extractive answer knows
+    what it copied: offsets into the passage's text), that span instead of the best match of the
+    first sentence citing it; a table row spelled out as "name — column: value" shares more words
+    with the table's header than with itself.
+    """
     citations: dict[int, Citation] = {}
     checks: list[SentenceCheck] = []
     for span in split_sentences(text):
@@ -34,7 +41,9 @@ def check_sentences(
         checks.append(SentenceCheck(plain, cites, best, supported, reason))
         for n in cites:
             if n not in citations:
-                citations[n] = make_citation(n, passages[n - 1], plain)
+                known = (quotes or {}).get(n)
+                citations[n] = (span_citation(n, passages[n - 1], *known) if known
+                                else make_citation(n, passages[n - 1], plain))
     return [citations[n] for n in sorted(citations)], checks
 
 
@@ -42,7 +51,12 @@ def make_citation(n: int, passage: Passage, claim: str) -> Citation:
     span = best_span(claim, passage.text)
     if span is None:
         return Citation(n, passage, passage.text, passage.start, passage.end)
-    return Citation(n, passage, span.text, passage.start + span.start, passage.start + span.end)
+    return span_citation(n, passage, span.start, span.end)
+
+
+def span_citation(n: int, passage: Passage, start: int, end: int) -> Citation:
+    """A citation quoting ``passage.text[start:end]`` (offsets into the passage), with document offsets."""
+    return Citation(n, passage, passage.text[start:end], passage.start + start, passage.start + end)
 
 
 def _has_claim(sentence: str) -> bool:

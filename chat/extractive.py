@@ -181,6 +181,15 @@ def _starts_after_context(passage: Passage, span: Span) -> bool:
     return bool(passage.context) and not passage.text[: span.start].strip()
 
 
+def quoted_spans(extracts: Sequence[Extract]) -> dict[int, tuple[int, int]]:
+    """Per passage number, the stretch of its text the extracts copy (from the first to the last)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for e in extracts:
+        start, end = spans.get(e.n, (e.span.start, e.span.end))
+        spans[e.n] = (min(start, e.span.start), max(end, e.span.end))
+    return spans
+
+
 def _extracts(passages: Sequence[Passage], chosen: list[tuple[int, Span]]) -> list[Extract]:
     return [Extract(n, span, display_text(passages[n - 1], span)) for n, span in chosen]
 
