@@ -69,9 +69,12 @@ ABBREVIATIONS = frozenset(
     "approx cf al eq sec ch pp p.s a.k.a u.s".split()
 )
 _WORD_BEFORE_DOT = re.compile(r"(?:[A-Za-z]+(?:\.[A-Za-z]+)*|[0-9]+)$")
-# Only the start of the line is looked at, so a line opening with "--" is passed over too: kept
-# so, because the extractive answers were measured with it.
-_TABLE_SEPARATOR = table_separator(first_dashes=2, whole_row=False)
+# The whole row is matched: a line that only opens with dashes is prose ("--tp 8: 张量并行度", a CLI
+# flag explained), which an extractive answer must be able to quote.
+_TABLE_SEPARATOR = table_separator(first_dashes=2)
+
+
+_URL = re.compile(r"https?://[^\s<>()\[\]（）【】，。！？；]+")
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,13 @@ def _sentences_in_line(line: str, base: int) -> list[Span]:
     start = 0
     i = 0
     n = len(line)
+    # Inside a URL "?", "!" and ";" are characters of the address ("https://x.com/a?b=1"), not ends.
+    in_url = [False] * n
+    for url in _URL.finditer(line):
+        in_url[url.start() : url.end()] = [True] * (url.end() - url.start())
     while i < n:
         ch = line[i]
-        end_here = ch in SENTENCE_END or (
+        end_here = (ch in SENTENCE_END and not in_url[i]) or (
             # Numbers count as abbreviations here: "1. First step. 2. Second step." keeps "2." with its item.
             ch == "." and (i + 1 == n or line[i + 1].isspace())
             and not abbreviation_before(line, i, numbers=True, initials=False)

@@ -66,16 +66,15 @@ def test_citation_marks_stay_with_their_sentence_and_table_rows_are_units():
     ]
 
 
-# Known defects of split_sentences, kept in this code-health pass (its behaviour is gated); strict,
-# so fixing one turns its test red until the marker goes.
-@pytest.mark.xfail(strict=True, reason="'?' ends a sentence inside a URL's query string")
-def test_known_defect_a_question_mark_in_a_url():
+# Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
+def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
+    assert _texts("见 https://x.com/a?b=1。好吗？好。") == ["见 https://x.com/a?b=1。", "好吗？", "好。"]
 
 
-@pytest.mark.xfail(strict=True, reason="a line opening with '--' is skipped like a table separator row")
-def test_known_defect_a_line_opening_with_two_dashes():
+def test_a_line_opening_with_two_dashes_is_a_sentence_not_a_table_separator():
     assert _texts("--rebuild re-chunks. Yes.") == ["--rebuild re-chunks.", "Yes."]
+    assert _texts("| a | b |\n| --- | :-: |\n| 1 | 2 |") == ["| a | b |", "| 1 | 2 |"]
 
 
 # --- the chunker's sentence ends --------------------------------------------------------------
