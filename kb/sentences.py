@@ -46,18 +46,20 @@ def split_sentences(text: str) -> list[Span]:
         if stripped.startswith("#"):
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
-        spans.extend(_sentences_in_line(line, line_start))
+        spans.extend(sentences_in_line(line, line_start))
     return spans
 
 
-def _sentences_in_line(line: str, base: int) -> list[Span]:
+def sentences_in_line(line: str, base: int = 0, ends: str = SENTENCE_END) -> list[Span]:
+    """The sentences of one line of prose, offsets from ``base``; ``ends``: the characters that end one
+    (besides "." before a space that follows no abbreviation or number)."""
     spans: list[Span] = []
     start = 0
     i = 0
     n = len(line)
     while i < n:
         ch = line[i]
-        end_here = ch in SENTENCE_END or (
+        end_here = ch in ends or (
             ch == "." and (i + 1 == n or line[i + 1].isspace()) and not _abbreviation_or_number(line, i)
         )
         if end_here:

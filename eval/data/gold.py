@@ -21,7 +21,7 @@ from chat.questions import detect_language
 
 log = logging.getLogger(__name__)
 
-DATASETS = Path(__file__).resolve().parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[1] / "datasets"  # the gold JSONL files (package data)
 QA_PATH = DATASETS / "qa.jsonl"
 DEV_QA_PATH = DATASETS / "dev_qa.jsonl"
 CLAIMS_PATH = DATASETS / "claims.jsonl"

@@ -2,7 +2,7 @@
 
 - ``extractive``: ``Assistant(llm="none")``, sentences quoted from the document, cited.
 - ``generative``: ``Assistant`` with the configured Ollama model.
-- ``naive``: the llama-index default query engine (eval.naive). It writes no citation marks, so each of
+- ``naive``: the llama-index default query engine (eval.systems.baselines). It writes no citation marks, so each of
   its sentences is judged against all the chunks it was given (its "contexts", as RAGAS does), and a
   refusal is recognised by the phrases in ``NAIVE_REFUSAL``.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chat import Answer, Assistant
-from eval.naive import NaiveBaseline
+from eval.systems.baselines import NaiveBaseline
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,13 @@ class AnswerRecord:
                 "quotes": [{"doc": q.doc, "start": q.start, "end": q.end, "text": q.text} for q in self.quotes]}
 
 
+def failed(config: str, question: str, started: float, exc: Exception, cites_all: bool = False) -> AnswerRecord:
+    """The record of a question a configuration could not answer: scored as an error, the run goes on."""
+    log.warning("%s failed on %r: %s", config, question[:60], exc)
+    return AnswerRecord(config, "", False, [], {"total_ms": (time.perf_counter() - started) * 1000},
+                        cites_all=cites_all, error=f"{type(exc).__name__}: {exc}", complete=False)
+
+
 class Config(Protocol):
     name: str
 
@@ -92,9 +99,7 @@ class AssistantConfig:
         try:
             answer: Answer = self.bot.ask(question)
         except Exception as exc:  # one bad question must not end the run; it is reported as an error
-            log.warning("%s failed on %r: %s", self.name, question[:60], exc)
-            return AnswerRecord(self.name, "", False, [], {"total_ms": (time.perf_counter() - started) * 1000},
-                                error=f"{type(exc).__name__}: {exc}", complete=False)
+            return failed(self.name, question, started, exc)
         passages = [PassageRef(p.doc, p.start, p.end, p.display_text, p.section) for p in answer.passages]
         t = answer.timings
         return AnswerRecord(
@@ -118,9 +123,7 @@ class NaiveConfig:
         try:
             text, nodes, timings = self.baseline.ask(question)
         except Exception as exc:
-            log.warning("naive failed on %r: %s", question[:60], exc)
-            return AnswerRecord(self.name, "", False, [], {"total_ms": (time.perf_counter() - started) * 1000},
-                                cites_all=True, error=f"{type(exc).__name__}: {exc}", complete=False)
+            return failed(self.name, question, started, exc, cites_all=True)
         passages = [PassageRef(n.node.metadata.get("doc", ""), n.node.start_char_idx or 0, n.node.end_char_idx or 0,
                                n.node.get_content()) for n in nodes]
         refused = not text or bool(NAIVE_REFUSAL.search(text))

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 
 from chat.grounding import content_units, numbers_missing
+from eval.judges.claims import protect
 from kb.text import normalize
 
 NEGATION_WINDOW = 8  # characters on each side of a cue that it governs (within its clause)
@@ -74,11 +75,6 @@ _NOT_NEGATION = ("非常", "无论", "不仅", "不断", "无损", "不少", "�
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9.+\-]*[A-Za-z0-9+]|[A-Za-z]")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _CLAUSE = re.compile(r"[，,。；;：:！？!?\n]")
-
-
-def protect(text: str) -> str:
-    """Brackets as parentheses: chat.grounding strips "[5, 4096]" as if it were a citation mark."""
-    return text.replace("[", "(").replace("]", ")")
 
 
 def is_chinese(text: str) -> bool:
