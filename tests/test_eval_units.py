@@ -15,7 +15,7 @@ from eval.metrics.aggregate import summarize_rows
 from eval.metrics.ranking import METRIC_NAMES, SpanRef
 from eval.report.compare import compare
 from eval.report.tables import group_table, retrieval_table, sets_retrieval_table, summary_table
-from eval.systems.configs import failed
+from eval.systems.configs import AnswerRecord, guarded
 from eval.systems.rankers import RankedResult, summarize
 
 GOOD = {"id": "q1", "question": "GPT-3 有多少层？", "answerable": True, "evidence": ["GPT-3 有 96 层"]}
@@ -171,7 +171,12 @@ def test_claim_sentences_follow_the_one_sentence_splitter_but_keep_semicolons():
 
 
 def test_a_question_a_configuration_cannot_answer_is_an_error_record():
-    record = failed("naive", "问题？", 0.0, RuntimeError("Ollama went away"), cites_all=True)
+    def ask(question: str) -> str:
+        raise RuntimeError("Ollama went away")
+
+    record = guarded("naive", "问题？", ask, cites_all=True)
+    assert isinstance(record, AnswerRecord)
     assert (record.config, record.text, record.refused, record.complete, record.cites_all) == (
         "naive", "", False, False, True)
-    assert record.error == "RuntimeError: Ollama went away" and record.timings["total_ms"] > 0
+    assert record.error == "RuntimeError: Ollama went away" and record.timings["total_ms"] >= 0
+    assert guarded("naive", "问题？", lambda q: f"answer to {q}") == "answer to 问题？"  # what ask returns, when it does
