@@ -11,7 +11,7 @@ import sys
 
 from benchmarks.common import load_average, percentile, temp_settings
 from chat import Assistant
-from eval.datasets import load_gold
+from eval.data.gold import load_gold
 from ingest.pipeline import run_ingest
 from tests.ollama_standin import OllamaStandIn
 

@@ -27,9 +27,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.common import ROOT, load_average, percentile, temp_settings
+from benchmarks.common import ROOT, load_average, mixed_questions, percentile, temp_settings
 from chat import Assistant
-from eval.datasets import load_gold
 from ingest.pipeline import run_ingest
 from kb.settings import Settings
 from tests.fixtures_chroma import free_port
@@ -153,10 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = temp_settings()
         run_ingest(settings)
-    gold = [q for q in load_gold().rows if q.answerable]
-    zh = [q.question for q in gold if q.lang == "zh"]
-    en = [q.question for q in gold if q.lang != "zh"]
-    mixed = [q for pair in zip(zh, en, strict=False) for q in pair]
+    mixed = mixed_questions()
 
     bot = Assistant(settings)
     bot.status()  # the embedding model loaded before the clock starts, as in the server

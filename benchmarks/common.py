@@ -28,6 +28,16 @@ def temp_settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
+def mixed_questions() -> list[str]:
+    """The seed gold set's answerable questions, Chinese and English alternating, as a mixed user base asks."""
+    from eval.data.gold import load_gold
+
+    gold = [q for q in load_gold().rows if q.answerable]
+    zh = [q.question for q in gold if q.lang == "zh"]
+    en = [q.question for q in gold if q.lang != "zh"]
+    return [q for pair in zip(zh, en, strict=False) for q in pair]
+
+
 def percentile(values: list[float], p: float) -> float:
     if len(values) == 1:
         return values[0]

@@ -16,7 +16,7 @@ import time
 
 from benchmarks.common import current_rss_mb, load_average, percentile, temp_settings
 from chat import Assistant
-from eval.datasets import DEV_QA_PATH, load_gold
+from eval.data.gold import DEV_QA_PATH, load_gold
 from ingest.pipeline import run_ingest
 from kb.settings import Settings
 
@@ -29,7 +29,7 @@ def _settings(corpus: str) -> tuple[Settings, list[str]]:
         settings = temp_settings()
         run_ingest(settings)
         return settings, seed_questions
-    from eval.kbs import ensure_dev_kb
+    from eval.data.kbs import ensure_dev_kb
 
     settings = ensure_dev_kb(Settings(llm="none"))
     return settings, seed_questions + [q.question for q in load_gold(DEV_QA_PATH).rows]

@@ -368,7 +368,7 @@ def child_probe(spec: dict[str, Any]) -> dict[str, Any]:
     the per-ingest scans measured apart (after the memory figures, which they would inflate)."""
     import chat.retrieval as retrieval
     from chat import Assistant
-    from eval.datasets import load_gold
+    from eval.data.gold import load_gold
     from kb import text as kb_text
     from kb.bm25 import BM25Index
 

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, load_average, percentile, temp_settings
-from eval.datasets import load_gold
+from benchmarks.common import ROOT, load_average, mixed_questions, percentile, temp_settings
 from ingest.pipeline import run_ingest
 from kb.settings import Settings
 from tests.ollama_standin import OllamaStandIn
@@ -160,10 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = temp_settings()
         run_ingest(settings)
-    gold = [q for q in load_gold().rows if q.answerable]
-    zh = [q.question for q in gold if q.lang == "zh"]
-    en = [q.question for q in gold if q.lang != "zh"]
-    mixed = [q for pair in zip(zh, en, strict=False) for q in pair]  # alternate Chinese and English
+    mixed = mixed_questions()
 
     rows: list[dict[str, Any]] = []
     top_k = settings.top_k

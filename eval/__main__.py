@@ -39,7 +39,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from eval.report import sets_answer_table, sets_retrieval_table
+    from eval.report.tables import sets_answer_table, sets_retrieval_table
     from eval.runner import run_eval
     from kb.settings import get_settings
 
@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_retrieval(args: argparse.Namespace) -> int:
-    from eval.report import sets_retrieval_table
+    from eval.report.tables import sets_retrieval_table
     from eval.runner import run_retrieval
     from kb.settings import get_settings
 
@@ -71,7 +71,7 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
 
 
 def _skipped(results: dict) -> None:
-    from eval.report import gold_sets
+    from eval.report.tables import gold_sets
 
     for name, section in gold_sets(results).items():
         gold = section.get("gold") or results["meta"]["gold"]
@@ -81,9 +81,9 @@ def _skipped(results: dict) -> None:
 
 def cmd_judges(args: argparse.Namespace) -> int:
     from chat import Assistant
-    from eval.judges import OfflineJudge
-    from eval.llm_judge import JudgeUnavailable, LLMJudge
-    from eval.report import judge_table
+    from eval.judges.llm import JudgeUnavailable, LLMJudge
+    from eval.judges.offline import OfflineJudge
+    from eval.report.tables import judge_table
     from eval.runner import judges_section, run_dir, write_results
     from kb.settings import get_settings
 
@@ -108,7 +108,7 @@ def cmd_judges(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from eval.compare import compare, format_compare, load_run
+    from eval.report.compare import compare, format_compare, load_run
 
     if len(args.runs) != 2:
         log.error("compare needs two runs: python -m eval compare RUN_A RUN_B")

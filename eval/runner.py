@@ -14,10 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from chat import Assistant
-from eval import retrieval
-from eval.aggregate import summarize_config
-from eval.answers import CONFIGS, AssistantConfig, Config, NaiveConfig
-from eval.datasets import (
+from eval.data.gold import (
     CLAIMS_PATH,
     DEV_QA_PATH,
     HOLDOUT_CLAIMS_PATH,
@@ -26,10 +23,13 @@ from eval.datasets import (
     load_claims,
     load_gold,
 )
-from eval.judges import OfflineJudge, score_judge
-from eval.llm_judge import JudgeUnavailable, LLMJudge
-from eval.naive import NaiveBaseline
-from eval.scoring import score_answer
+from eval.judges.llm import JudgeUnavailable, LLMJudge
+from eval.judges.offline import OfflineJudge, score_judge
+from eval.metrics.aggregate import summarize_config
+from eval.metrics.scoring import score_answer
+from eval.systems import rankers
+from eval.systems.baselines import NaiveBaseline
+from eval.systems.configs import CONFIGS, AssistantConfig, Config, NaiveConfig
 from kb.errors import KbqaError
 from kb.settings import Settings
 
@@ -51,7 +51,7 @@ class RunOptions:
     out: Path | None = None
     label: str | None = None
     progress: bool = True
-    retrieval_systems: Sequence[str] = retrieval.SYSTEMS  # the side-by-side retrieval comparison; () to skip
+    retrieval_systems: Sequence[str] = rankers.SYSTEMS  # the side-by-side retrieval comparison; () to skip
     judge_claims: bool = True  # each judge's accuracy on claims.jsonl
     gold_path: Path = QA_PATH
     docs: Path | None = None  # a user's folder for gold_path: its KB is built in a temporary data folder
@@ -88,7 +88,7 @@ def prepare(settings: Settings, options: RunOptions, bot: Assistant | None = Non
             gold_path: Path | None = None, documents: dict[str, str] | None = None) -> Context:
     """One gold set against one knowledge base (``settings``' data folder)."""
     gold_path = Path(gold_path or options.gold_path)
-    documents = documents if documents is not None else retrieval.load_documents(settings.docs_dir)
+    documents = documents if documents is not None else rankers.load_documents(settings.docs_dir)
     loaded = load_gold(gold_path, documents, options.split)
     if loaded.skipped:
         log.warning("%d gold line(s) of %s skipped; the run goes on with the other %d",
@@ -103,7 +103,7 @@ def prepare(settings: Settings, options: RunOptions, bot: Assistant | None = Non
 
 def prepare_dev(settings: Settings, options: RunOptions) -> Context:
     """The dev gold set on the dev corpus's own knowledge base (built once per corpus/settings/code)."""
-    from eval.kbs import DEV, documents, ensure_dev_kb
+    from eval.data.kbs import DEV, documents, ensure_dev_kb
 
     dev_settings = ensure_dev_kb(settings)
     return prepare(dev_settings, options, name="dev", gold_path=options.dev_gold_path,
@@ -112,7 +112,7 @@ def prepare_dev(settings: Settings, options: RunOptions) -> Context:
 
 def prepare_folder(settings: Settings, options: RunOptions, data_dir: Path) -> Context:
     """A user's gold file on a user's folder, its knowledge base built in ``data_dir``."""
-    from eval.kbs import build_folder_kb, documents
+    from eval.data.kbs import build_folder_kb, documents
 
     assert options.docs is not None
     user_settings = build_folder_kb(settings, options.docs, data_dir)
@@ -155,7 +155,7 @@ def build_configs(ctx: Context, requested: Sequence[str] | None) -> list[Config]
             (log.error if explicit else log.info)("%s", note)
             ctx.notes.append(note)
     if "naive" in wanted:
-        ctx.baseline = ctx.baseline or retrieval.naive_baseline(ctx.bot, ctx.documents)
+        ctx.baseline = ctx.baseline or rankers.naive_baseline(ctx.bot, ctx.documents)
         if generative is not None:
             ctx.baseline.use_ollama(ctx.settings)
             configs.append(NaiveConfig(ctx.baseline, ctx.settings.ollama_model))
@@ -181,11 +181,6 @@ def llm_judge(ctx: Context, options: RunOptions) -> LLMJudge | None:
 
 
 # --- the run ----------------------------------------------------------------------------------
-def gold_dict(q: GoldQuestion) -> dict[str, Any]:
-    return {"id": q.id, "question": q.question, "lang": q.lang, "type": q.type, "split": q.split,
-            "answerable": q.answerable, "answer": q.answer, "evidence": list(q.evidence), "doc": q.doc}
-
-
 def answer_all(ctx: Context, configs: Sequence[Config], llm: LLMJudge | None,
                progress: bool) -> tuple[dict[str, list[dict[str, Any]]], LLMJudge | None]:
     scored: dict[str, list[dict[str, Any]]] = {}
@@ -201,7 +196,7 @@ def answer_all(ctx: Context, configs: Sequence[Config], llm: LLMJudge | None,
                 ctx.notes.append(message)
                 llm = None
                 row = score_answer(record, q, ctx.documents, ctx.judge, None)
-            rows.append({**row, "gold": gold_dict(q)})
+            rows.append({**row, "gold": q.model_dump(mode="json")})
         scored[config.name] = rows
     return scored, llm
 
@@ -210,11 +205,11 @@ def retrieval_section(ctx: Context, systems: Sequence[str], progress: bool) -> d
     if not systems:
         return None
     if "naive" in systems and ctx.baseline is None:
-        ctx.baseline = retrieval.naive_baseline(ctx.bot, ctx.documents)
-    results = retrieval.run(ctx.questions, ctx.documents,
-                            retrieval.rankers(ctx.bot, ctx.documents, systems, ctx.baseline), progress)
+        ctx.baseline = rankers.naive_baseline(ctx.bot, ctx.documents)
+    results = rankers.run(ctx.questions, ctx.documents,
+                          rankers.rankers(ctx.bot, ctx.documents, systems, ctx.baseline), progress)
     return {
-        "summary": retrieval.summarize(results),
+        "summary": rankers.summarize(results),
         "questions": [{"id": r.question.id, "system": r.system, "metrics": r.metrics,
                        "ms": round(r.seconds * 1000, 2)} for r in results],
     }
@@ -260,7 +255,7 @@ def evaluate(ctx: Context, options: RunOptions, llm: LLMJudge | None) -> tuple[d
     by_id = {name: {r["gold"]["id"]: r for r in rows} for name, rows in scored.items()}
     for q in ctx.questions:
         section["questions"].append({
-            **gold_dict(q),
+            **q.model_dump(mode="json"),
             "configs": {name: {k: v for k, v in rows[q.id].items() if k != "gold"} for name, rows in by_id.items()},
         })
     return section, llm
@@ -308,7 +303,7 @@ def run_eval(settings: Settings, options: RunOptions, bot: Assistant | None = No
     out = run_dir(options, "+".join(primary["config_names"]) or "run")
     write_results(out, results)
     if options.write_report:
-        from eval.report import write_report
+        from eval.report.pages import write_report
 
         write_report(out, results)
     return out, results

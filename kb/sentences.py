@@ -102,11 +102,13 @@ def split_sentences(text: str) -> list[Span]:
         if stripped.startswith("#"):
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
-        spans.extend(_sentences_in_line(line, line_start))
+        spans.extend(sentences_in_line(line, line_start))
     return spans
 
 
-def _sentences_in_line(line: str, base: int) -> list[Span]:
+def sentences_in_line(line: str, base: int = 0, ends: str = SENTENCE_END) -> list[Span]:
+    """The sentences of one line of prose, offsets from ``base``; ``ends``: the characters that end one
+    (besides "." before a space that follows no abbreviation or number)."""
     spans: list[Span] = []
     start = 0
     i = 0
@@ -117,7 +119,7 @@ def _sentences_in_line(line: str, base: int) -> list[Span]:
         in_url[url.start() : url.end()] = [True] * (url.end() - url.start())
     while i < n:
         ch = line[i]
-        end_here = (ch in SENTENCE_END and not in_url[i]) or (
+        end_here = (ch in ends and not in_url[i]) or (
             # Numbers count as abbreviations here: "1. First step. 2. Second step." keeps "2." with its item.
             ch == "." and (i + 1 == n or line[i + 1].isspace())
             and not abbreviation_before(line, i, numbers=True, initials=False)

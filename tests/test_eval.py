@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from eval.aggregate import summarize_rows
-from eval.answers import AnswerRecord, PassageRef
-from eval.claims import atomic_claims, cited_sentences
-from eval.compare import compare, load_run
-from eval.datasets import GoldQuestion, load_claims, load_gold
-from eval.judges import OfflineJudge
-from eval.llm_json import parse_json
-from eval.metrics import SpanRef, covers, question_metrics
+from eval.data.gold import GoldQuestion, load_claims, load_gold
+from eval.judges.claims import atomic_claims, cited_sentences
+from eval.judges.llm_json import parse_json
+from eval.judges.offline import OfflineJudge
+from eval.metrics.aggregate import summarize_rows
+from eval.metrics.ranking import SpanRef, covers, question_metrics
+from eval.metrics.scoring import score_answer
+from eval.report.compare import compare, load_run
 from eval.runner import RunOptions, run_eval
-from eval.scoring import score_answer
+from eval.systems.configs import AnswerRecord, PassageRef
 
 DOC = "甲乙丙丁。KV Cache 把 K 和 V 矩阵存入显存。GPT-3 有 96 层。RoPE 通过旋转来表示位置。"
 GOOD = {"id": "g1", "question": "GPT-3 有多少层？", "lang": "zh", "type": "single", "answer": "96 层。",
@@ -84,7 +84,7 @@ def test_retrieval_metrics_on_hand_made_ranking():
 
 
 def test_evidence_within_the_first_n_characters_does_not_reward_big_chunks():
-    from eval.metrics import Evidence
+    from eval.metrics.ranking import Evidence
 
     doc = "".join(chr(0x4E00 + i) for i in range(4000))  # no repeats: every span is found once
     ev = Evidence(SpanRef("d", 1000, 1020), doc[1000:1020])
@@ -186,7 +186,7 @@ def test_parse_json_reads_what_models_write():
 @pytest.fixture(scope="module")
 def small_runs(primer_settings, primer_bot, tmp_path_factory):
     """Two small extractive runs (top_k 5 and 1) with a gold file holding bad lines, and a tiny claims file."""
-    from eval.retrieval import load_documents
+    from eval.systems.rankers import load_documents
 
     base = tmp_path_factory.mktemp("eval-runs")
     documents = load_documents(primer_settings.docs_dir)

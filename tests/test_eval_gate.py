@@ -106,8 +106,8 @@ DEV_TEST_THRESHOLDS: dict[str, Any] = {
 
 def measure_dev_test(base: Settings) -> dict[str, Any]:
     """Retrieval and extractive answers of the dev test split on the test documents' knowledge base."""
-    from eval.datasets import DEV_QA_PATH
-    from eval.kbs import Corpus, documents, ensure_dev_kb, split_documents
+    from eval.data.gold import DEV_QA_PATH
+    from eval.data.kbs import Corpus, documents, ensure_dev_kb, split_documents
     from eval.runner import RunOptions, evaluate, prepare
 
     corpus = Corpus("dev-test", tuple(split_documents("test")))

@@ -40,12 +40,8 @@ class Evidence:
     text: str
 
 
-def evidence_spans(evidence: Sequence[str], documents: dict[str, str], doc: str | None = None) -> list[SpanRef]:
-    """Each evidence string's span, looked up in ``doc`` first (the gold row's document) when it is given."""
-    return [e.span for e in locate_evidence(evidence, documents, doc)]
-
-
 def locate_evidence(evidence: Sequence[str], documents: dict[str, str], doc: str | None = None) -> list[Evidence]:
+    """Each evidence string's span, looked up in ``doc`` first (the gold row's document) when it is given."""
     names = [doc, *(n for n in documents if n != doc)] if doc in documents else list(documents)
     found = []
     for text in evidence:

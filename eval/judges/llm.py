@@ -1,7 +1,7 @@
 """The LLM judge: claim extraction, claim verification and answer correctness through Ollama.
 
 Every call asks for strict JSON (Ollama's JSON mode, and the prompt says so), and the reply is parsed
-robustly (``eval.llm_json``). A reply that still cannot be read is retried ``retries`` times with
+robustly (``eval.judges.llm_json``). A reply that still cannot be read is retried ``retries`` times with
 another seed; after that the judgement counts as *unparseable*: it is reported, never scored.
 """
 
@@ -16,8 +16,8 @@ import httpx
 import ollama
 
 from chat.generation import OllamaBackend
-from eval.judges import Verdict
-from eval.llm_json import as_bool, parse_json
+from eval.judges.llm_json import as_bool, parse_json
+from eval.judges.offline import Verdict
 from kb.errors import KbqaError
 from kb.settings import Settings
 

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from eval.metrics.ranking import METRIC_NAMES
+
 
 def _mean(values: Sequence[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
@@ -59,7 +61,7 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "first_token_ms_p50": percentile(firsts, 0.5), "first_token_ms_p95": percentile(firsts, 0.95),
         "retrieval_ms_p50": percentile(retrievals, 0.5),
     }
-    for metric in ("hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10", "ev@500", "ev@1000", "ev@2000"):
+    for metric in METRIC_NAMES:
         out[metric] = _mean([m[metric] for m in retrieval])
     return out
 

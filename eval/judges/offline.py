@@ -1,7 +1,7 @@
 """The offline judge: is a claim supported by the passages it cites? No LLM needed.
 
-A claim (split into atomic claims first, eval.claims) is supported when it shares enough content with a
-cited passage AND none of the checks in ``eval.checks`` / ``eval.tables`` finds it misstating what it
+A claim (split into atomic claims first, eval.judges.claims) is supported when it shares enough content with a
+cited passage AND none of the checks in ``eval.judges.checks`` / ``eval.judges.table_checks`` finds it misstating what it
 shares. Thresholds, tuned on ``eval/datasets/claims.jsonl`` and checked on ``claims_holdout.jsonl``:
 
 - Same language (a Chinese claim over Chinese text): lexical support, the share of the claim's content
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chat.grounding import content_units, cosine, lexical_support
-from eval import checks
-from eval.claims import atomic_claims
-from eval.datasets import LabelledClaim
-from eval.tables import split_cells, table_problem, tables_in
+from eval.data.gold import LabelledClaim
+from eval.judges import checks
+from eval.judges.claims import atomic_claims, protect
+from eval.judges.table_checks import split_cells, table_problem, tables_in
 from kb.sentences import split_sentences
 from kb.text import normalize
 
@@ -103,7 +103,7 @@ class OfflineJudge:
         return cosine(vectors[0], vectors[1])
 
     def judge(self, claim: str, passages: Sequence[str]) -> Verdict:
-        """Supported when every atomic claim in ``claim`` is (see eval.claims.atomic_claims)."""
+        """Supported when every atomic claim in ``claim`` is (see eval.judges.claims.atomic_claims)."""
         parts = atomic_claims(claim.strip()) or [claim.strip()]
         verdicts = [self._judge_one(part, passages) for part in parts]
         failed = next((v for v in verdicts if not v.supported), None)
@@ -116,7 +116,7 @@ class OfflineJudge:
         if not segments:
             return Verdict(False, 0.0, "the cited passages are empty")
         cross = checks.is_chinese(claim) != any(checks.is_chinese(p) for p in passages)
-        protected = checks.protect(claim)
+        protected = protect(claim)
         similarity = self.similarity if self.embedding is not None else None
 
         if cross:
@@ -162,9 +162,9 @@ class OfflineJudge:
         if cross:
             return None
         clauses = [c for s in segments if s.passage == best.passage and not s.is_table_row
-                   for c in _CLAUSE.split(s.text) if len(content_units(checks.protect(c))) >= 3]
+                   for c in _CLAUSE.split(s.text) if len(content_units(protect(c))) >= 3]
         for part in _CLAUSE.split(claim):
-            units = content_units(checks.protect(part))
+            units = content_units(protect(part))
             if len(units) < 3 or not clauses:
                 continue
             coverage = [(sum(1 for u in units if u in normalize(c)) / len(units), c) for c in clauses]

@@ -13,11 +13,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib import font_manager
 
+from eval.metrics.registry import shown_in
+
 log = logging.getLogger(__name__)
 
 CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC")
-BAR_METRICS = (("faithfulness", "faithfulness"), ("citation_precision", "citation precision"),
-               ("correct_rate", "correct (offline)"), ("hit@5", "hit@5"))
+BAR_METRICS = tuple((m.key, m.column("plots")) for m in shown_in("plots"))
 COLORS = {"extractive": "#2b6cb0", "generative": "#2f855a", "naive": "#c05621",
           "hybrid": "#2b6cb0", "bm25": "#805ad5", "dense": "#2f855a"}
 

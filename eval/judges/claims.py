@@ -1,8 +1,11 @@
 """An answer's text into cited sentences, and sentences into atomic claims (the offline judge's unit).
 
-Sentences end at 。！？!? (and ". " in English) or a line break; a citation mark right after the end
-belongs to the sentence before it. Semicolons do not end a sentence here: a sentence's citations
-cover all of it, so "A；B [1]" is one sentence citing [1] with two claims.
+Each line is a table row (one statement, whatever punctuation its cells hold) or prose, split into
+sentences by the project's sentence rules (``kb.sentences.sentences_in_line``: 。！？!?, ". " but not after
+an abbreviation or a number; a citation mark right after the end belongs to the sentence before it), with
+one deliberate difference: semicolons do not end a sentence here. A sentence's citations cover all of it,
+so "A；B [1]" is one sentence citing [1] with two claims. Every other line of an answer is prose: the
+document splitter's line rules (headings as labels, separator-like lines skipped) are for documents.
 
 A sentence is split into atomic claims at ；/; when both sides carry content, and at ，/, only where
 the next part opens a new assertion (而/但/同时/并且…, "while", "whereas", "but"): splitting every
@@ -16,10 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chat.grounding import content_units
+from kb.sentences import SENTENCE_END, sentences_in_line
 
 # A citation mark; what counts as one is decided by ``cited``: "[5, 4096]" is a matrix shape.
 _MARK = re.compile(r"\s*[\[【［]\s*(\d+(?:\s*[,，、\-–]\s*\d+)*)\s*[\]】］]")
-_SENTENCE_END = re.compile(r"[。！？!?]|\.(?=\s|$)(?<!\d\.)")
+# kb.sentences' ends without the semicolons (see above).
+CLAIM_SENTENCE_END = "".join(c for c in SENTENCE_END if c not in "；;")
 _CLAUSE_SEMICOLON = re.compile(r"[；;]")
 _NEW_ASSERTION = re.compile(r"[，,]\s*(?=(?:而且|而|但是|但|然而|同时|并且|此外|另外|while\b|whereas\b|but\b))", re.I)
 MIN_CLAIM_UNITS = 3
@@ -68,29 +73,23 @@ def strip_marks(text: str, passages: int) -> tuple[str, list[int]]:
 def _raw_sentences(text: str) -> list[str]:
     pieces: list[str] = []
     for line in text.splitlines():
-        if line.strip().startswith("|"):  # a table row is one statement, whatever punctuation its cells hold
-            pieces.append(line)
-            continue
-        start = 0
-        for end in _SENTENCE_END.finditer(line):
-            stop = end.end()
-            mark = _MARK.match(line, stop)
-            while mark:  # "…。[1][2]": the marks belong to this sentence
-                stop = mark.end()
-                mark = _MARK.match(line, stop)
-            pieces.append(line[start:stop])
-            start = stop
-        pieces.append(line[start:])
-    return [p.strip() for p in pieces if p.strip()]
+        if line.strip().startswith("|"):
+            pieces.append(line.strip())
+        else:
+            pieces.extend(span.text for span in sentences_in_line(line, ends=CLAIM_SENTENCE_END))
+    return [p for p in pieces if p]
+
+
+def protect(text: str) -> str:
+    """Brackets as parentheses, so chat.grounding never mistakes "[5, 4096]" in a claim for a citation mark.
+
+    Claims have had their marks stripped already (``strip_marks``); what brackets remain are text.
+    """
+    return text.replace("[", "(").replace("]", ")")
 
 
 def _has_content(text: str) -> bool:
-    return len(content_units(_protect(text))) >= MIN_CLAIM_UNITS
-
-
-def _protect(text: str) -> str:
-    """Brackets as parentheses, so chat.grounding never mistakes "[5, 4096]" for a citation."""
-    return text.replace("[", "(").replace("]", ")")
+    return len(content_units(protect(text))) >= MIN_CLAIM_UNITS
 
 
 def atomic_claims(sentence: str) -> list[str]:

@@ -33,7 +33,7 @@ from kb.vector_cache import DEFAULT_NAME
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEV_DOCS = ROOT / "eval" / "corpora" / "dev" / "docs"
 SEED_DOC = ROOT / "kb" / "docs" / "llm-primer.md"
 # Code whose change can change the chunks or the stored index.

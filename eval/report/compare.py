@@ -10,9 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COMPARED = ("faithfulness", "faithfulness_llm", "citation_precision", "citation_recall", "correct_refusal_rate",
-            "wrong_refusal_rate", "refusal_accuracy", "correct_rate", "correct_rate_llm", "hit@1", "hit@5", "mrr@10",
-            "total_ms_p50", "total_ms_p95")
+from eval.metrics.registry import keys
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -74,7 +72,7 @@ def compare(run_a: dict[str, Any], run_b: dict[str, Any]) -> dict[str, Any]:
         summary_b = run_b["configs"][config].get("all", {})
         metrics = {m: {"a": summary_a.get(m), "b": summary_b.get(m),
                        "delta": None if summary_a.get(m) is None or summary_b.get(m) is None
-                       else summary_b[m] - summary_a[m]} for m in COMPARED}
+                       else summary_b[m] - summary_a[m]} for m in keys("compare")}
         out["configs"][config] = {"better": sorted(better, key=lambda e: -e["delta"]),
                                   "worse": sorted(worse, key=lambda e: e["delta"]), "same": same, "metrics": metrics}
     ra, rb = (run_a.get("retrieval") or {}).get("summary", {}), (run_b.get("retrieval") or {}).get("summary", {})
@@ -82,7 +80,7 @@ def compare(run_a: dict[str, Any], run_b: dict[str, Any]) -> dict[str, Any]:
         for system in set(ra.get(split, {})) & set(rb.get(split, {})):
             a, b = ra[split][system]["all"], rb[split][system]["all"]
             out["retrieval"][f"{split}/{system}"] = {m: {"a": a[m], "b": b[m], "delta": b[m] - a[m]}
-                                                     for m in ("hit@1", "hit@5", "mrr@10")}
+                                                     for m in keys("compare_retrieval")}
     return out
 
 

@@ -1,10 +1,10 @@
 """One answer scored against its gold question: faithfulness, citations, refusal, correctness, retrieval.
 
-- Faithfulness (RAGAS): the answer's atomic claims (eval.claims), each supported or not by the passages
+- Faithfulness (RAGAS): the answer's atomic claims (eval.judges.claims), each supported or not by the passages
   the claim's sentence cites; an uncited sentence's claims are not supported. Faithfulness =
   supported / all claims. A refusal has no claims and no faithfulness; it is scored as a refusal.
 - Citation precision: share of cited passages that hold gold evidence; recall: share of gold evidence
-  strings that some cited passage holds. "Holds" is ``eval.metrics.covers`` on document spans: the
+  strings that some cited passage holds. "Holds" is ``eval.metrics.ranking.covers`` on document spans: the
   passage covers at least MIN_EVIDENCE_COVERAGE of the evidence string's span.
 - Evidence cited: an answerable question's answer has a citation whose quote (its span of the document)
   covers a gold evidence string (``covers``). Quotes not in the documents: citations whose quote is not
@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from chat.grounding import content_units
-from eval.answers import AnswerRecord
-from eval.checks import is_chinese, protect
-from eval.claims import cited_sentences, claims_of, strip_marks
-from eval.datasets import GoldQuestion
-from eval.judges import OfflineJudge, Verdict
-from eval.llm_judge import LLMJudge
-from eval.metrics import SpanRef, covers, locate_evidence, question_metrics
+from eval.data.gold import GoldQuestion
+from eval.judges.checks import is_chinese
+from eval.judges.claims import cited_sentences, claims_of, protect, strip_marks
+from eval.judges.llm import LLMJudge
+from eval.judges.offline import OfflineJudge, Verdict
+from eval.metrics.ranking import SpanRef, covers, locate_evidence, question_metrics
+from eval.systems.configs import AnswerRecord
 from kb.text import normalize
 
 log = logging.getLogger(__name__)

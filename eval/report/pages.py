@@ -9,165 +9,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.aggregate import is_failure
-from eval.judges import CROSS_LINGUAL_COSINE, LEXICAL_SUPPORTED
-from eval.metrics import MIN_EVIDENCE_COVERAGE
-from eval.plots import make_plots
-from eval.scoring import CORRECT_COVERAGE
+from eval.judges.offline import CROSS_LINGUAL_COSINE, LEXICAL_SUPPORTED
+from eval.metrics.aggregate import is_failure
+from eval.metrics.ranking import MIN_EVIDENCE_COVERAGE
+from eval.metrics.registry import fmt
+from eval.metrics.scoring import CORRECT_COVERAGE
+from eval.report.plots import make_plots
+from eval.report.tables import (
+    gold_sets,
+    group_table,
+    html_table,
+    judge_mistakes,
+    judge_table,
+    md_table,
+    retrieval_table,
+    sets_answer_table,
+    sets_retrieval_table,
+    summary_table,
+)
 
 log = logging.getLogger(__name__)
-
-Table = tuple[list[str], list[list[str]]]
-
-SUMMARY_ROWS = (
-    ("n", "questions", "int"), ("answered", "answered (not refused)", "int"), ("errors", "errors", "int"),
-    ("faithfulness", "faithfulness (offline judge)", "pct"), ("faithfulness_llm", "faithfulness (LLM judge)", "pct"),
-    ("llm_unparseable", "LLM judgements unparseable", "int"),
-    ("claims", "claims judged", "int"), ("unsupported_claims", "unsupported claims", "int"),
-    ("citation_precision", "citation precision", "pct"), ("citation_recall", "citation recall", "pct"),
-    ("evidence_cited", "evidence cited (answerable)", "pct"), ("quotes_not_in_documents", "quotes not in documents", "int"),
-    ("correct_refusal_rate", "correct refusals (unanswerable)", "pct"),
-    ("wrong_refusal_rate", "wrong refusals (answerable)", "pct"), ("refusal_accuracy", "refusal accuracy", "pct"),
-    ("correct_rate", "correct (offline, key terms)", "pct"), ("correct_rate_llm", "correct (LLM judge)", "pct"),
-    ("hit@1", "hit@1 (answer's passages)", "pct"), ("hit@5", "hit@5", "pct"), ("mrr@10", "MRR", "num"),
-    ("retrieval_ms_p50", "retrieval ms p50", "ms"), ("first_token_ms_p50", "first token ms p50", "ms"),
-    ("total_ms_p50", "total ms p50", "ms"), ("total_ms_p95", "total ms p95", "ms"),
-)
-GROUP_METRICS = (("faithfulness", "faithful"), ("citation_precision", "cite prec"), ("citation_recall", "cite rec"),
-                 ("refusal_accuracy", "refusal acc"), ("correct_rate", "correct"), ("hit@5", "hit@5"))
-RETRIEVAL_METRICS = ("hit@1", "hit@3", "hit@5", "mrr@10", "ndcg@10", "ev@500", "ev@1000", "ev@2000")
-SIDE_BY_SIDE_METRICS = ("hit@1", "hit@5", "mrr@10", "ev@500", "ev@1000", "ev@2000")
-
-
-def fmt(value: Any, kind: str = "num") -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if kind == "int":
-        return str(int(value))
-    if kind == "ms":
-        return f"{value:,.0f}"
-    if kind == "pct":
-        return f"{value:.3f}"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-# --- tables ------------------------------------------------------------------------------------
-def summary_table(configs: dict[str, dict[str, dict[str, Any]]], group: str) -> Table:
-    names = list(configs)
-    rows = [[label, *(fmt(configs[c].get(group, {}).get(key), kind) for c in names)]
-            for key, label, kind in SUMMARY_ROWS]
-    return ["metric", *names], rows
-
-
-def group_table(configs: dict[str, dict[str, dict[str, Any]]], prefix: str) -> Table:
-    header = ["group", "n"] + [f"{c} {label}" for c in configs for _, label in GROUP_METRICS]
-    groups = sorted({g for s in configs.values() for g in s if g.startswith(prefix)})
-    rows = []
-    for g in groups:
-        n = next((s[g]["n"] for s in configs.values() if g in s), 0)
-        rows.append([g.removeprefix(prefix), str(n)] +
-                    [fmt(configs[c].get(g, {}).get(m), "pct") for c in configs for m, _ in GROUP_METRICS])
-    return header, rows
-
-
-def retrieval_table(summary: dict[str, Any], split: str) -> Table:
-    systems = summary.get(split, {})
-    groups = sorted({g for by in systems.values() for g in by}, key=lambda g: (g != "all", g))
-    rows = []
-    for g in groups:
-        for system, by in systems.items():
-            if g in by:
-                m = by[g]
-                rows.append([g, system, str(int(m["n"])), *(fmt(m[k]) for k in RETRIEVAL_METRICS)])
-    return ["group", "system", "n", *RETRIEVAL_METRICS], rows
-
-
-def gold_sets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """name -> section of every gold set of a run: the primary one (the top level) first, then ``sets``."""
-    primary = results.get("meta", {}).get("gold", {}).get("name", "seed")
-    return {primary: results, **(results.get("sets") or {})}
-
-
-def _splits(present: Any) -> list[str]:
-    named = [s for s in ("tune", "test") if s in present]
-    return named or ["all"]
-
-
-def sets_retrieval_table(results: dict[str, Any]) -> Table:
-    """Every gold set, split and retrieval system of a run in one table (answerable questions)."""
-    rows = []
-    for name, section in gold_sets(results).items():
-        summary = (section.get("retrieval") or {}).get("summary", {})
-        for split in _splits(summary):
-            for system, by in summary.get(split, {}).items():
-                m = by["all"]
-                rows.append([name, split, system, str(int(m["n"])), *(fmt(m.get(k)) for k in SIDE_BY_SIDE_METRICS),
-                             fmt(m.get("ms_p95"), "ms")])
-    return ["set", "split", "system", "n", *SIDE_BY_SIDE_METRICS, "ms p95"], rows
-
-
-def sets_answer_table(results: dict[str, Any], config: str = "extractive") -> Table:
-    """One configuration's answers on every gold set and split: the figures issue 10 asks for."""
-    rows = []
-    for name, section in gold_sets(results).items():
-        groups = (section.get("configs") or {}).get(config)
-        if not groups:
-            continue
-        for split in _splits([g.removeprefix("split:") for g in groups if g.startswith("split:")]):
-            g = groups.get(f"split:{split}" if split != "all" else "all", {})
-            if not g:
-                continue
-            rows.append([name, split, str(g["answerable"]), fmt(g.get("evidence_cited")),
-                         str(g.get("quotes_not_in_documents", "–")),
-                         f"{g.get('correct_refusals', 0)} of {g['unanswerable']}",
-                         f"{g.get('wrong_refusals', 0)} of {g['answerable']}", fmt(g.get("faithfulness")),
-                         fmt(g.get("hit@1")), fmt(g.get("mrr@10"))])
-    return ["set", "split", "answerable", "evidence cited", "quotes not in docs", "correct refusals",
-            "wrong refusals", "faithfulness", "hit@1", "MRR@10"], rows
-
-
-def judge_table(judges: dict[str, Any]) -> Table:
-    """judges: {claim file: {"offline": score, "llm": score}} (see eval.runner.judges_section)."""
-    rows = []
-    for file, section in judges.items():
-        for key in ("offline", "llm"):
-            j = section.get(key)
-            if not j or "accuracy" not in j:
-                continue
-            rows.append([file, j["judge"], "all", str(j["total"]), fmt(j["accuracy"]), str(j["unparseable"])])
-            for part in ("by_kind", "by_lang"):
-                for name, g in j[part].items():
-                    rows.append(["", "", name, str(g["n"]), fmt(g["accuracy"]), str(g["unparseable"])])
-    return ["claims file", "judge", "group", "n", "accuracy", "unparseable"], rows
-
-
-def judge_mistakes(judges: dict[str, Any]) -> list[str]:
-    lines = []
-    for file, section in judges.items():
-        for key in ("offline", "llm"):
-            j = section.get(key) or {}
-            if j.get("available") is False:
-                lines.append(f"- {file}: LLM judge unavailable: {j['message']}")
-            for m in j.get("mistakes", []):
-                verdict = "unparseable" if m["supported"] is None else f"judged {'supported' if m['supported'] else 'unsupported'}"
-                lines.append(f"- {file} {m['id']} ({j['judge']}; {m['kind']}, {m['lang']}; gold "
-                             f"{'supported' if m['gold'] else 'unsupported'}; {verdict}): {m['claim']}"
-                             + (f" — {m['reason']}" if m["reason"] else ""))
-    return lines
-
-
-def md_table(table: Table) -> str:
-    header, rows = table
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def html_table(table: Table) -> str:
-    header, rows = table
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # --- failures ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,7 +21,7 @@ from chat.questions import detect_language
 
 log = logging.getLogger(__name__)
 
-DATASETS = Path(__file__).resolve().parent / "datasets"
+DATASETS = Path(__file__).resolve().parents[1] / "datasets"  # the gold JSONL files (package data)
 QA_PATH = DATASETS / "qa.jsonl"
 DEV_QA_PATH = DATASETS / "dev_qa.jsonl"
 CLAIMS_PATH = DATASETS / "claims.jsonl"
@@ -87,9 +87,12 @@ class LabelledClaim(BaseModel):
     kind: str = ""
 
 
+Row = TypeVar("Row", bound=BaseModel)
+
+
 @dataclass
-class Loaded:
-    rows: list = field(default_factory=list)
+class Loaded(Generic[Row]):
+    rows: list[Row] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "file line N: why", one per skipped line
 
     @property
@@ -109,7 +112,7 @@ def _why(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _read_jsonl(path: Path, model: type[BaseModel]) -> tuple[list[tuple[int, Any]], list[str]]:
+def _read_jsonl(path: Path, model: type[Row]) -> tuple[list[tuple[int, Row]], list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"No such gold file: {path}")
     rows, problems = [], []
@@ -131,14 +134,14 @@ def _read_jsonl(path: Path, model: type[BaseModel]) -> tuple[list[tuple[int, Any
     return rows, problems
 
 
-def load_gold(path: Path = QA_PATH, documents: dict[str, str] | None = None, split: str = "all") -> Loaded:
+def load_gold(path: Path = QA_PATH, documents: dict[str, str] | None = None, split: str = "all") -> Loaded[GoldQuestion]:
     """Gold questions; evidence not found in any of ``documents`` (name -> text) skips the line.
 
     ``split`` tune | test keeps that split's rows only, before the evidence check: a knowledge base of
     one split's documents does not hold the other split's evidence, and that is not a problem of the file.
     """
     parsed, problems = _read_jsonl(Path(path), GoldQuestion)
-    loaded = Loaded(problems=problems)
+    loaded: Loaded[GoldQuestion] = Loaded(problems=problems)
     corpus = list((documents or {}).values())
     seen: set[str] = set()
     for number, row in parsed:
@@ -158,7 +161,7 @@ def load_gold(path: Path = QA_PATH, documents: dict[str, str] | None = None, spl
     return loaded
 
 
-def load_claims(path: Path = CLAIMS_PATH) -> Loaded:
+def load_claims(path: Path = CLAIMS_PATH) -> Loaded[LabelledClaim]:
     parsed, problems = _read_jsonl(Path(path), LabelledClaim)
     loaded = Loaded(rows=[row for _, row in parsed], problems=problems)
     for problem in loaded.problems:

@@ -13,10 +13,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from chat import Assistant
-from eval.aggregate import percentile
-from eval.datasets import GoldQuestion
-from eval.metrics import DEPTH, SpanRef, average, locate_evidence, question_metrics
-from eval.naive import NaiveBaseline, PlainBM25
+from eval.data.gold import GoldQuestion
+from eval.metrics.aggregate import percentile
+from eval.metrics.ranking import DEPTH, SpanRef, average, locate_evidence, question_metrics
+from eval.systems.baselines import NaiveBaseline, PlainBM25
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def summarize(results: Sequence[RankedResult]) -> dict[str, dict[str, dict[str, 
 
 
 def load_documents(docs_dir: Path) -> dict[str, str]:
-    from eval.kbs import documents
+    from eval.data.kbs import documents
 
     return documents([docs_dir])
 

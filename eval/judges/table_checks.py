@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chat.grounding import content_units
-from eval.checks import has_term, technical_terms
+from eval.judges.checks import has_term, technical_terms
+from eval.judges.claims import protect
 from kb.text import normalize
 
 Similarity = Callable[[str, str], float]
@@ -69,7 +70,7 @@ def _parse(block: list[str]) -> Table:
 
 
 def units(text: str) -> set[str]:
-    return content_units(text.replace("[", "(").replace("]", ")"))
+    return content_units(protect(text))
 
 
 def _variants(cell: str) -> list[str]:

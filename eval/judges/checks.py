@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 
 from chat.grounding import content_units, numbers_missing
+from eval.judges.claims import protect
 from kb.text import is_chinese, normalize
 
 NEGATION_WINDOW = 8  # characters on each side of a cue that it governs (within its clause)
@@ -76,9 +77,6 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 _CLAUSE = re.compile(r"[，,。；;：:！？!?\n]")
 
 
-def protect(text: str) -> str:
-    """Brackets as parentheses: chat.grounding strips "[5, 4096]" as if it were a citation mark."""
-    return text.replace("[", "(").replace("]", ")")
 
 
 # --- numbers -------------------------------------------------------------------------------

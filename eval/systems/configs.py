@@ -2,7 +2,7 @@
 
 - ``extractive``: ``Assistant(llm="none")``, sentences quoted from the document, cited.
 - ``generative``: ``Assistant`` with the configured Ollama model.
-- ``naive``: the llama-index default query engine (eval.naive). It writes no citation marks, so each of
+- ``naive``: the llama-index default query engine (eval.systems.baselines). It writes no citation marks, so each of
   its sentences is judged against all the chunks it was given (its "contexts", as RAGAS does), and a
   refusal is recognised by the phrases in ``NAIVE_REFUSAL``.
 """
@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from chat import Answer, Assistant
-from eval.naive import NaiveBaseline
+from chat import Assistant
+from eval.systems.baselines import NaiveBaseline
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONFIGS = ("extractive", "generative", "naive")
 NAIVE_REFUSAL = re.compile(
@@ -74,6 +76,18 @@ class AnswerRecord:
                 "quotes": [{"doc": q.doc, "start": q.start, "end": q.end, "text": q.text} for q in self.quotes]}
 
 
+def guarded(config: str, question: str, ask: Callable[[str], T], cites_all: bool = False) -> T | AnswerRecord:
+    """``ask(question)``, or when it raises, the record of a question the configuration could not answer:
+    scored as an error, and the run goes on (one bad question must not end it)."""
+    started = time.perf_counter()
+    try:
+        return ask(question)
+    except Exception as exc:
+        log.warning("%s failed on %r: %s", config, question[:60], exc)
+        return AnswerRecord(config, "", False, [], {"total_ms": (time.perf_counter() - started) * 1000},
+                            cites_all=cites_all, error=f"{type(exc).__name__}: {exc}", complete=False)
+
+
 class Config(Protocol):
     name: str
 
@@ -88,13 +102,9 @@ class AssistantConfig:
         self.bot = bot
 
     def answer(self, question: str) -> AnswerRecord:
-        started = time.perf_counter()
-        try:
-            answer: Answer = self.bot.ask(question)
-        except Exception as exc:  # one bad question must not end the run; it is reported as an error
-            log.warning("%s failed on %r: %s", self.name, question[:60], exc)
-            return AnswerRecord(self.name, "", False, [], {"total_ms": (time.perf_counter() - started) * 1000},
-                                error=f"{type(exc).__name__}: {exc}", complete=False)
+        answer = guarded(self.name, question, self.bot.ask)
+        if isinstance(answer, AnswerRecord):
+            return answer
         passages = [PassageRef(p.doc, p.start, p.end, p.display_text, p.section) for p in answer.passages]
         t = answer.timings
         return AnswerRecord(
@@ -114,13 +124,10 @@ class NaiveConfig:
         self.model = model
 
     def answer(self, question: str) -> AnswerRecord:
-        started = time.perf_counter()
-        try:
-            text, nodes, timings = self.baseline.ask(question)
-        except Exception as exc:
-            log.warning("naive failed on %r: %s", question[:60], exc)
-            return AnswerRecord(self.name, "", False, [], {"total_ms": (time.perf_counter() - started) * 1000},
-                                cites_all=True, error=f"{type(exc).__name__}: {exc}", complete=False)
+        asked = guarded(self.name, question, self.baseline.ask, cites_all=True)
+        if isinstance(asked, AnswerRecord):
+            return asked
+        text, nodes, timings = asked
         passages = [PassageRef(n.node.metadata.get("doc", ""), n.node.start_char_idx or 0, n.node.end_char_idx or 0,
                                n.node.get_content()) for n in nodes]
         refused = not text or bool(NAIVE_REFUSAL.search(text))

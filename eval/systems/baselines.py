@@ -21,7 +21,7 @@ from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import MetadataMode
 
-from eval.metrics import DEPTH, SpanRef
+from eval.metrics.ranking import DEPTH, SpanRef
 from kb.bm25 import BM25Index
 from kb.settings import Settings
 from kb.text import tokenize
