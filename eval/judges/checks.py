@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from chat.grounding import content_units, numbers_missing
 from eval.judges.claims import protect
-from kb.text import is_chinese, normalize
+from kb.text import LATIN_TERM, is_chinese, normalize
 
 NEGATION_WINDOW = 8  # characters on each side of a cue that it governs (within its clause)
 MIN_SHARED_FOR_NEGATION = 2  # shared units that say both sides talk about the same thing
@@ -72,7 +72,7 @@ _CANONICAL = {alias: unit for unit, aliases in _UNITS.items() for alias in alias
 
 _NEGATION = re.compile(r"无法|不能|不会|不再|没有|难以|并非|毫无|无需|不|没|无|非|未|\b(?:not|never|no|cannot|without|unable)\b|n't")
 _NOT_NEGATION = ("非常", "无论", "不仅", "不断", "无损", "不少", "非线性", "不可接受")
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9.+\-]*[A-Za-z0-9+]|[A-Za-z]")
+_WORD = LATIN_TERM
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _CLAUSE = re.compile(r"[，,。；;：:！？!?\n]")
 

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chat.grounding import content_units
-from kb.sentences import SENTENCE_END, sentences_in_line
+from kb.sentences import ANSWER_MARK, SENTENCE_END, sentences_in_line
 
 # A citation mark; what counts as one is decided by ``cited``: "[5, 4096]" is a matrix shape.
-_MARK = re.compile(r"\s*[\[【［]\s*(\d+(?:\s*[,，、\-–]\s*\d+)*)\s*[\]】］]")
+# The app's reading of marks in model output (kb.sentences); the spaces before a mark go with it here.
+_MARK = re.compile(r"\s*" + ANSWER_MARK.pattern)
 # kb.sentences' ends without the semicolons (see above).
 CLAIM_SENTENCE_END = "".join(c for c in SENTENCE_END if c not in "；;")
 _CLAUSE_SEMICOLON = re.compile(r"[；;]")

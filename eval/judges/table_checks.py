@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from chat.grounding import content_units
 from eval.judges.checks import has_term, technical_terms
 from eval.judges.claims import protect
+from kb.markup import table_separator
 from kb.text import normalize
 
 Similarity = Callable[[str, str], float]
 CROSS_LINGUAL_CELL_MARGIN = 0.01  # e5 cosine by which another column's cell must beat the named one
-_SEPARATOR = re.compile(r"^\|?\s*:?-{2,}")
+_SEPARATOR = table_separator(first_dashes=2, whole_row=False)  # a table block's |---| row
 _PARENS = re.compile(r"[(（]([^)）]*)[)）]")
 _LATIN = re.compile(r"[A-Za-z][A-Za-z0-9.+\-/]*")
 
