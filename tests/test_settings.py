@@ -30,7 +30,7 @@ def test_defaults_are_local_and_private(monkeypatch):
     assert not settings.ui_allow_unauthenticated
 
 
-@pytest.mark.parametrize(("name", "value"), [("collection", "知识库"), ("top_k", "0"), ("embed_runtime", "onnx")])
+@pytest.mark.parametrize(("name", "value"), [("collection", "知识库"), ("top_k", "0"), ("embed_runtime", "tensorflow")])
 def test_invalid_values_are_rejected_with_the_setting_named(monkeypatch, name, value):
     monkeypatch.setenv(f"KBQA_{name.upper()}", value)
     with pytest.raises(pydantic.ValidationError, match=name):

@@ -385,6 +385,10 @@ def test_sources_render_markdown_with_the_quote_highlighted() -> None:
     assert '<span class="kbqa-math">$E = m c^2$</span>' in out and "a_b_c" in out
     assert "<script" not in out and "&lt;script&gt;" in out
     assert out.count("kbqa-first-mark") == 1
+    # A quote that ends with a table row (an extractive answer's rows) ends the highlight there.
+    table = "前言。\n\n  | 名 | 值 |\n  | --- | --- |\n  | 甲 | 1 |\n  | 乙 | 2 |\n\n后记。"
+    rows = render_markdown(table, table.index("前言"), table.index("| 甲 | 1 |") + len("| 甲 | 1 |"))
+    assert "<mark>1</mark>" in rows and "<mark>乙</mark>" not in rows and "<mark>后记" not in rows
     # A PDF opens on the cited page only, with its number.
     paged = "第一页的文字。\n\f\n第二页：守灯人姓林。\n\f\n第三页。"
     start = paged.index("守灯人")

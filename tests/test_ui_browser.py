@@ -169,7 +169,10 @@ def test_extractive_chat_with_citations(browser: Any, primer_bot: Assistant, pri
 
 
 def _plain(text: str) -> str:
-    return re.sub(r"[\s*_`#|>\-]", "", text)
+    """Text without Markdown markup; a table's |---| row is markup too (it renders as nothing)."""
+    from kb.markup import table_separator
+
+    return re.sub(r"[\s*_`#|>\-]", "", table_separator().sub("", text))
 
 
 def _wait_for_rows(feedback: FeedbackLog, count: int, ui: Page) -> list[dict[str, Any]]:

@@ -343,6 +343,16 @@ def render_markdown(text: str, lo: int = -1, hi: int = -1) -> str:
         prefix = _LINE_PREFIX.match(text, line_start)
         if prefix and line_start <= lo < prefix.end():  # a marker before "|" or "#" would break the block
             lo = min(prefix.end(), hi)
+        # ... and one after a table row's closing "|" would be read as a cell of its own and lost,
+        # leaving the highlight open to the end of the document: end it inside the last cell.
+        end = hi
+        while end > lo and text[end - 1] in " \t":
+            end -= 1
+        row_start = text.rfind("\n", 0, end) + 1
+        if end > lo and text[end - 1] == "|" and text[row_start:end].lstrip().startswith("|"):
+            hi = end - 1
+            while hi > lo and text[hi - 1] in " \t":
+                hi -= 1
         text = text[:lo] + _MARK_START + text[lo:hi] + _MARK_END + text[hi:]
     formulas: list[str] = []
 
