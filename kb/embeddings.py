@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -115,6 +115,22 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _onnx_forward(path: Path, threads: int) -> tuple[Any, Any]:
+    """An ONNX Runtime session on ``path`` with ``threads`` threads: (ids, mask) -> token embeddings, and the session."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # ORT warns about unused initializers of the exported graph
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    return forward, session
+
+
 def upload_threads() -> int:
     """Threads for embedding beside a serving process's questions: every core but one."""
     return max(1, _cores() - 1)
@@ -192,16 +208,10 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
         self._forward = forward
 
     def _load_onnx(self, folder: Path) -> None:
-        import onnxruntime as ort
-
         from kb.e5_tokenizer import E5Tokenizer
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # ORT warns about unused initializers of the exported graph
-        session = ort.InferenceSession(str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
         self._onnx_file = folder / ONNX_FILE
+        self._forward, session = _onnx_forward(self._onnx_file, self.threads)
         # Not the ``tokenizers`` library: its trie of e5's 250k pieces alone costs ~300 MB (kb.e5_tokenizer).
         tok = E5Tokenizer.from_folder(folder)
         self._encode = lambda texts: [tok.encode(t) for t in texts]
@@ -209,11 +219,6 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
         st_config = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
         self._window = int(st_config["max_seq_length"]) - 2
         self._dim = int(session.get_outputs()[0].shape[-1])
-
-        def forward(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-
-        self._forward = forward
 
     def _bulk_forward(self) -> Any:
         """A single-threaded session that ``threads`` workers run at once on different batches.
@@ -225,14 +230,7 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
         """
         with self._bulk_lock:
             if self._bulk is None:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = 1
-                opts.inter_op_num_threads = 1
-                opts.log_severity_level = 3
-                session = ort.InferenceSession(str(self._onnx_file), opts, providers=["CPUExecutionProvider"])
-                self._bulk = lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+                self._bulk = _onnx_forward(self._onnx_file, threads=1)[0]
             return self._bulk
 
     @classmethod
@@ -274,10 +272,12 @@ class FastSentenceTransformerEmbedding(BaseEmbedding):
             m = mask[:, :, None].astype(tokens.dtype)
             return ((tokens * m).sum(1) / m.sum(1)).astype(np.float64)
 
-        with (tqdm(total=len(windows), desc="Embedding", unit="text", disable=not progress) as bar,
-              ThreadPoolExecutor(max_workers=self.threads if bulk else 1) as pool):
-            # map keeps the batches' order, so the sums below add up exactly as one thread would.
-            for batch, means in zip(batches, pool.map(pooled, batches), strict=True):
+        # A query is one batch: no worker threads for it. map keeps the batches' order either way, so
+        # the sums below add up exactly as one thread would.
+        with (ThreadPoolExecutor(max_workers=self.threads) if bulk else nullcontext() as pool,
+              tqdm(total=len(windows), desc="Embedding", unit="text", disable=not progress) as bar):
+            results = pool.map(pooled, batches) if pool else map(pooled, batches)
+            for batch, means in zip(batches, results, strict=True):
                 bar.update(len(batch))
                 for row, w in enumerate(batch):
                     i, seq = windows[w]

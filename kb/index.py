@@ -305,11 +305,10 @@ class KnowledgeBase:
         path = self.settings.chroma_path
         generation = manifest.generation if manifest else 0
         opened = _EMBEDDED.get(path)
-        if opened.identity == _file_identity(path):
-            if opened.generation is None:
-                opened.generation = generation  # the client was opened after this commit landed
-            if opened.generation == generation:
-                return manifest
+        if opened.identity == _file_identity(path) and opened.generation is None:
+            opened.generation = generation  # the client was opened after this commit landed
+        if self._client_sees(generation):
+            return manifest
         log.info("The %s changed in another process (generation %d); reopening it", self.location, generation)
         self.reopen()
         manifest = self.read_manifest()
@@ -577,12 +576,15 @@ class KnowledgeBase:
         stamp = got["metadatas"][0] if got["ids"] and got["metadatas"] else None
         if not stamp or (stamp.get("generation"), stamp.get("updated_at")) != (view.generation, view.manifest.updated_at):
             return None
-        if not self.settings.uses_chroma_server:
-            opened = _EMBEDDED.get(self.settings.chroma_path)
-            # Another process's commit is visible only through a fresh client: let view() reopen.
-            if opened.identity != _file_identity(self.settings.chroma_path) or opened.generation != view.generation:
-                return None
-        return view
+        # Another process's commit is visible to an embedded store only through a fresh client: view() reopens.
+        return view if self._client_sees(view.generation) else None
+
+    def _client_sees(self, generation: int) -> bool:
+        """Whether this process's client sees the store as it is, at ``generation`` (a server's always do)."""
+        if self.settings.uses_chroma_server:
+            return True
+        opened = _EMBEDDED.get(self.settings.chroma_path)
+        return opened.identity == _file_identity(self.settings.chroma_path) and opened.generation == generation
 
     def view(self) -> IndexView:
         """The current generation's view, reloaded when another process has committed a new one."""
