@@ -23,6 +23,10 @@ MAX_ANSWER_CHARS = 420
 PASSAGES_CONSIDERED = 3
 RANK_PRIOR = 0.15  # weight of 1/rank next to lexical coverage (0..1)
 MIN_COVERAGE = 0.2  # below this the lexical ranking is not trusted
+# The dense search's own sentence cosines (no extra embedding): a sentence within DENSE_SPREAD of the
+# closest one gets up to DENSE_SENTENCE_WEIGHT, next to lexical coverage (0..1). Chosen on the dev tune split.
+DENSE_SENTENCE_WEIGHT = 0.2
+DENSE_SPREAD = 0.02
 
 # Refusal. A question naming a technical term the documents never mention (GPTQ, BLEU, PPO…)
 # is about something else, however close its other words are. Otherwise: a Chinese question
@@ -121,21 +125,30 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
 
 def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
     tokens = query_tokens(content_question(question))
-    scored: list[tuple[float, int, Span]] = []
-    for rank, passage in enumerate(passages[:PASSAGES_CONSIDERED], 1):
+    considered = passages[:PASSAGES_CONSIDERED]
+    closest = max((sim for p in considered for sim in p.sentence_scores.values()), default=0.0)
+    scored: list[tuple[float, float, int, Span]] = []  # (score, lexical coverage, rank, span)
+    for rank, passage in enumerate(considered, 1):
+        headings = local_headings(passage)
         for span in candidates(passage):
             # A table row is read with its header: the column names carry half its meaning.
             header = (table_header(passage, span) or "") if span.is_table_row else ""
-            lexical = coverage(tokens, f"{passage.section}\n{header}\n{span.text}", bm25)
-            scored.append((lexical + RANK_PRIOR / rank, rank, span))
+            # So is a sentence with the sub-heading it stands under inside the passage: in an FAQ
+            # the question is the heading and the answer's own words may share none of it.
+            heading = headings.get(span.start, "")
+            lexical = coverage(tokens, f"{passage.section}\n{heading}\n{header}\n{span.text}", bm25)
+            dense = _closeness(passage.sentence_scores.get(span.start), closest)
+            scored.append((lexical + RANK_PRIOR / rank + DENSE_SENTENCE_WEIGHT * dense, lexical, rank, span))
     if not scored:
         return []
-    best_score, best_rank, best = max(scored, key=lambda item: item[0])
-    if best_score - RANK_PRIOR / best_rank < MIN_COVERAGE:
-        # No lexical signal: trust the retrieval order and read the top passage from its start.
-        best_rank = 1
-        units = candidates(passages[0])[:MAX_UNITS]
-        return _extracts(passages, [(1, u) for u in units])
+    _, _, best_rank, best = max(scored, key=lambda item: item[0])
+    if max(item[1] for item in scored) < MIN_COVERAGE:
+        # No lexical signal (a question in another language): trust the retrieval order and read the
+        # top passage from the sentence the dense search found closest in it, else from its start.
+        top = candidates(passages[0])
+        near = passages[0].sentence_scores
+        first = max(range(len(top)), key=lambda i: near.get(top[i].start, -1.0)) if top and near else 0
+        return _extracts(passages, [(1, u) for u in top[first : first + MAX_UNITS]])
 
     chosen = [(best_rank, best)]
     # Continue the best sentence with the ones after it in the same passage while short,
@@ -160,6 +173,29 @@ def candidates(passage: Passage) -> list[Span]:
         if span.is_table_row and (i == 0 or not spans[i - 1].is_table_row) and not _starts_after_context(passage, span):
             continue  # the header row: column names, no facts
         out.append(span)
+    return out
+
+
+def _closeness(sim: float | None, closest: float) -> float:
+    """1 for the sentence closest to the question, falling to 0 at DENSE_SPREAD below it."""
+    if sim is None:
+        return 0.0
+    return max(0.0, 1.0 - (closest - sim) / DENSE_SPREAD)
+
+
+def local_headings(passage: Passage) -> dict[int, str]:
+    """Per sentence start, the last heading line above it inside the passage (none before the first).
+
+    A chunk that merged small sibling sections keeps their sub-headings in its text while its
+    section path is their common parent's; each sentence belongs under its own sub-heading.
+    """
+    out: dict[int, str] = {}
+    heading = ""
+    for span in split_sentences(passage.text):
+        if span.is_heading:
+            heading = span.text.lstrip("#").strip()
+        elif heading:
+            out[span.start] = heading
     return out
 
 

@@ -20,6 +20,9 @@ class Passage:
     context: str = ""  # e.g. a table's header row when the chunk continues a table
     found_by: dict[str, int] = field(default_factory=dict)  # retriever -> 1-based rank
     scores: dict[str, float] = field(default_factory=dict)  # retriever -> its own score
+    # sentence start (offset into text) -> its cosine with the question, for the sentences the dense
+    # search returned (its sentence vectors); the extractive answer picks sentences with it
+    sentence_scores: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def from_chunk(cls, chunk_id: str, chunk: Chunk, score: float = 0.0) -> Passage:

@@ -24,6 +24,7 @@ from kb.text import query_tokens
 
 DENSE = "dense"
 BM25 = "bm25"
+SENTENCES = "sentences"  # node metadata: sentence unit -> cosine with the question, from the dense search
 
 Scope = frozenset[str] | None  # document names a question may search; None = all
 
@@ -113,7 +114,12 @@ class DenseRetriever(BaseRetriever):
         allowed, _ = self._candidates.get(view, scope)
         vector = vector or self._embed.get_query_embedding(query)
         hits = self._kb.dense_search(vector, self._depth, live=allowed, docs=scope)
-        return [_node(cid, view, score, DENSE, rank) for rank, (cid, score) in enumerate(hits, 1)]
+        nodes = []
+        for rank, hit in enumerate(hits, 1):
+            node = _node(hit.chunk_id, view, hit.score, DENSE, rank)
+            node.node.metadata[SENTENCES] = dict(hit.sentences)
+            nodes.append(node)
+        return nodes
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self.search(query_bundle.query_str, None, query_bundle.embedding)
@@ -169,11 +175,14 @@ def fuse(result_lists: Sequence[tuple[str, list[NodeWithScore]]], weights: Fusio
             if cid not in fused:
                 # A shallow copy with its own metadata dict: the input nodes stay as they were, and a
                 # deep copy of every candidate's text cost ~5 ms a query.
-                node = hit.node.model_copy(update={"metadata": {**hit.node.metadata, "found_by": {}, "scores": {}}})
+                node = hit.node.model_copy(update={"metadata": {
+                    **hit.node.metadata, "found_by": {}, "scores": {}, SENTENCES: {}}})
                 fused[cid] = NodeWithScore(node=node, score=0.0)
             meta = fused[cid].node.metadata
             meta["found_by"].setdefault(name, rank)
             meta["scores"].setdefault(name, float(hit.score or 0.0))
+            for unit, sim in hit.node.metadata.get(SENTENCES, {}).items():  # every variant's closest sentences
+                meta[SENTENCES][unit] = max(sim, meta[SENTENCES].get(unit, -1.0))
     ranked = sorted(fused.values(), key=lambda n: -totals[n.node.node_id])
     for hit in ranked:
         hit.score = totals[hit.node.node_id]
@@ -242,5 +251,8 @@ def to_passages(nodes: Sequence[NodeWithScore], view: IndexView) -> list[Passage
         passage = Passage.from_chunk(cid, view.chunks[cid], float(hit.score or 0.0))
         passage.found_by = dict(hit.node.metadata.get("found_by", {}))
         passage.scores = dict(hit.node.metadata.get("scores", {}))
+        starts = view.chunks[cid].sentence_unit_starts()
+        passage.sentence_scores = {starts[unit]: sim for unit, sim in hit.node.metadata.get(SENTENCES, {}).items()
+                                   if unit < len(starts)}
         passages.append(passage)
     return passages

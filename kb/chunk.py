@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from kb.markup import clean_markup, prose_words
-from kb.sentences import split_sentences
+from kb.sentences import Span, split_sentences
 
 HEADING_SEPARATOR = " > "
 MIN_UNIT_CHARS = 6
@@ -106,6 +106,13 @@ class Chunk:
         of an 800-character chunk, which lifts dense retrieval of paraphrases and of
         English questions over Chinese text. Units that are only markup (a badge, a link) are left out.
         """
+        return [f"{self.section}\n{unit}" if self.section else unit for _, unit in self._units()]
+
+    def sentence_unit_starts(self) -> list[int]:
+        """Where each of :meth:`sentence_units` starts in ``text`` (unit j of the stored vectors)."""
+        return [span.start for span, _ in self._units()]
+
+    def _units(self) -> list[tuple[Span, str]]:
         if not self.searchable:
             return []
         units = []
@@ -114,6 +121,5 @@ class Chunk:
                 continue  # a badge, an image or a bare link
             unit = clean_markup(span.text)
             if len(_WORDISH.findall(unit)) >= MIN_UNIT_CHARS:
-                units.append(f"{self.section}\n{unit}" if self.section else unit)
+                units.append((span, unit))
         return units
-

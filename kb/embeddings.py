@@ -135,7 +135,7 @@ def _return_freed_memory() -> None:
     """Hand the heap that loading freed back to the OS (glibc keeps it otherwise).
 
     ONNX Runtime parses the 280 MB model file, copies its weights out and frees the parse; the
-    tokenizer's build frees as much again. glibc keeps those pages in the process: ~60 MB of a
+    tokenizer's build frees as much again. glibc keeps those pages in the process: ~70 MB of a
     serving process's RSS. Elsewhere (musl, macOS) there is nothing to do.
     """
     import ctypes

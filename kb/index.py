@@ -218,6 +218,26 @@ def chunk_id(key: str, index: int) -> str:
     return f"{key}-{index:05d}"
 
 
+def sentence_id(chunk: str, unit: int) -> str:
+    """The id of a chunk's ``unit``-th sentence vector (``Chunk.sentence_units`` order)."""
+    return f"{chunk}.s{unit:03d}"
+
+
+def _sentence_unit(sid: str) -> int | None:
+    """The unit number in a :func:`sentence_id` (None for an id of another shape)."""
+    _, _, unit = sid.rpartition(".s")
+    return int(unit) if unit.isdigit() else None
+
+
+@dataclass(frozen=True)
+class DenseHit:
+    """A chunk the dense search found: its best cosine, and its sentences that came up (unit -> cosine)."""
+
+    chunk_id: str
+    score: float
+    sentences: dict[int, float]
+
+
 @dataclass
 class IndexView:
     """Everything a retriever needs from one committed generation."""
@@ -440,7 +460,7 @@ class KnowledgeBase:
         sentence_ids, embeddings, metadatas = [], [], []
         for cid, per_chunk in zip(ids, sentence_vectors, strict=True):
             for j, vec in enumerate(per_chunk):
-                sentence_ids.append(f"{cid}.s{j:03d}")
+                sentence_ids.append(sentence_id(cid, j))
                 embeddings.append(vec)
                 metadatas.append({"chunk_id": cid})
         collection = self.sentences_collection()
@@ -497,14 +517,16 @@ class KnowledgeBase:
         return found
 
     def dense_search(self, vector: list[float], k: int, live: Collection[str],
-                     docs: Collection[str] | None = None) -> list[tuple[str, float]]:
+                     docs: Collection[str] | None = None) -> list[DenseHit]:
         """Nearest live chunks: the best cosine of the chunk itself or any of its sentences.
 
         Orphans of an unfinished ingest (and chunks that are not candidates) are skipped, so a
         few more than ``k`` are asked for. ``docs`` limits the search to those documents
-        through Chroma metadata filters (sentences carry their chunk's id).
+        through Chroma metadata filters (sentences carry their chunk's id). Each hit also says
+        which of its sentences came up and how close (answering picks sentences with it).
         """
         scores: dict[str, float] = {}
+        sentences: dict[str, dict[int, float]] = {}
         chunk_where: dict[str, Any] | None = None
         sentence_where: dict[str, Any] | None = None
         if docs is not None:
@@ -519,13 +541,16 @@ class KnowledgeBase:
             scores[cid] = 1.0 - dist
         got = self._call(self.sentences_collection().query, query_embeddings=[vector], n_results=4 * k + 16,
                          where=sentence_where, include=["distances", "metadatas"])
-        for meta, dist in zip(got["metadatas"][0], got["distances"][0], strict=True):
+        for sid, meta, dist in zip(got["ids"][0], got["metadatas"][0], got["distances"][0], strict=True):
             if not meta:  # deleted since the segment was loaded (a reopen follows the next commit)
                 continue
             cid = meta["chunk_id"]
             scores[cid] = max(scores.get(cid, -1.0), 1.0 - dist)
+            unit = _sentence_unit(sid)
+            if unit is not None:
+                sentences.setdefault(cid, {})[unit] = 1.0 - dist
         ranked = sorted(((cid, sim) for cid, sim in scores.items() if cid in live), key=lambda item: -item[1])
-        return ranked[:k]
+        return [DenseHit(cid, sim, sentences.get(cid, {})) for cid, sim in ranked[:k]]
 
     def _max_batch(self) -> int:
         try:

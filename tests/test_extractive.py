@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from chat.extractive import content_question
+from chat.passages import Passage
 from chat.prompts import REFUSAL
 from kb.text import query_tokens, strip_noise
 
@@ -76,3 +77,44 @@ def test_code_fences_and_lone_brackets_are_never_quoted():
     quoted = [span.text for span in candidates(passage)]
     assert "curl http://localhost:11434/api/ps" in quoted
     assert not any(q.startswith("```") or q in "{}" for q in quoted)
+
+
+def _faq_passage() -> Passage:
+    # Two small FAQ entries merged into one chunk under their common parent: the chunk's section path
+    # names neither question, and the second answer shares no word with its own question.
+    text = ("### Q1: 学习率的默认值是多少？\n默认值是 0.0001，可以在配置里改。\n\n"
+            "### Q2: 不支持 flash attention 的设备用哪种 attention 实现？\n用 sdpa。\n")
+    return Passage(id="faq", text=text, doc="faq.md", section="常见问题 > 训练", start=0, end=len(text), score=1.0)
+
+
+def test_a_sentence_is_read_with_the_sub_heading_it_stands_under():
+    from chat.extractive import local_headings, select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    passage = _faq_passage()
+    bm25 = BM25Index.build(["faq", "other"], [tokenize(passage.text), tokenize("无关的文字 模型 推理")])
+    headings = local_headings(passage)
+    answer_start = passage.text.index("用 sdpa")
+    assert headings[answer_start].startswith("Q2: 不支持 flash attention")
+    assert headings[passage.text.index("默认值是 0.0001")].startswith("Q1:")
+    chosen = select("不支持 flash attention 的设备默认用什么 attention 实现？", [passage], bm25)
+    assert chosen and chosen[0].span.start == answer_start
+
+
+def test_the_dense_searchs_closest_sentence_breaks_a_lexical_tie():
+    """Two sentences under one heading cover the question's words equally; the one the dense search
+    found closer to the question (its sentence vector) is quoted, and without that signal the first is."""
+    from chat.extractive import select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = "端口有两个。\n端口 7860 给网页界面用。\n端口 8000 给 API 服务用。\n"
+    second = text.index("端口 8000")
+    bm25 = BM25Index.build(["p", "q"], [tokenize(text), tokenize("无关 模型 推理 显存")])
+    plain = Passage(id="p", text=text, doc="d.md", section="镜像 > 端口", start=0, end=len(text), score=1.0)
+    near = Passage(id="p", text=text, doc="d.md", section="镜像 > 端口", start=0, end=len(text), score=1.0,
+                   sentence_scores={text.index("端口 7860"): 0.81, second: 0.86})
+    question = "镜像的端口用来做什么？"
+    assert select(question, [plain], bm25)[0].span.start == 0
+    assert select(question, [near], bm25)[0].span.start == second

@@ -33,6 +33,29 @@ def test_passages_carry_scores_sources_and_offsets(primer_bot, seed_text):
     assert [p.score for p in passages] == sorted((p.score for p in passages), reverse=True)
 
 
+def test_passages_carry_the_dense_searchs_sentence_cosines(primer_bot):
+    """Each passage says which of its sentences the dense search returned and how close: the cosine of
+    the question with that sentence's stored vector, so a sentence start maps to the right vector."""
+    import numpy as np
+
+    from kb.chunk import Chunk
+
+    question = "KV Cache 的显存占用公式是什么？"
+    passages = primer_bot.retrieve(question, k=5)
+    embed = primer_bot.embedding_model()
+    query = np.asarray(embed.get_query_embedding(question))
+    checked = 0
+    for p in passages:
+        chunk = Chunk(doc=p.doc, section=p.section, text=p.text, start=p.start, end=p.end, context=p.context)
+        units = dict(zip(chunk.sentence_unit_starts(), chunk.sentence_units(), strict=True))
+        for start, cosine in p.sentence_scores.items():
+            vector = np.asarray(embed.get_text_embedding(units[start]))
+            assert cosine == pytest.approx(float(query @ vector), abs=2e-3)
+            checked += 1
+    assert checked >= 3
+    assert passages[0].sentence_scores, "the best passage is found through its sentences too"
+
+
 def test_bm25_query_preparation_drops_question_words_and_folds_width():
     assert query_tokens("什么是涌现能力吗？") == ["涌现", "能力"]
     assert query_tokens("ＫＶ Ｃａｃｈｅ 的代价是什么") == ["kv", "cache", "代价"]
