@@ -40,7 +40,7 @@ from chat.retrieval import (
     resolve_scope,
     to_passages,
 )
-from chat.translation import kb_languages, translations
+from chat.translation import doc_languages, kb_languages, translations
 from kb.embeddings import EmbeddingInfo, shared_embedding
 from kb.index import IndexMismatch, IndexView, KnowledgeBase
 from kb.records import Record
@@ -157,8 +157,11 @@ class Assistant:
         weights = FusionWeights.from_settings(s, language)
         # The reranker belongs to the whole pipeline; a comparison of single retrievers ranks without it.
         reranker = load_reranker(s, self.backend) if set(using) >= {DENSE, BM25} else None
+        other = frozenset(doc for doc, lang in doc_languages(view).items() if lang != language)
+        if len(other) == len(view.manifest.docs):
+            other = frozenset()  # every document is in the other language: the dense search already is that
         return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights,
-                               reranker, s.rerank_depth)
+                               reranker, s.rerank_depth, other_language_docs=other if DENSE in using else frozenset())
 
     # --- retrieval ---------------------------------------------------------------------
     def retrieve(self, question: str, k: int | None = None, *, variants: tuple[str, ...] = (),

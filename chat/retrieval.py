@@ -24,6 +24,7 @@ from kb.text import query_tokens
 
 DENSE = "dense"
 BM25 = "bm25"
+CROSS = "cross"  # dense search over the documents in another language than the question
 SENTENCES = "sentences"  # node metadata: sentence unit -> cosine with the question, from the dense search
 
 Scope = frozenset[str] | None  # document names a question may search; None = all
@@ -108,11 +109,16 @@ class DenseRetriever(BaseRetriever):
         super().__init__()
         self._kb, self._view, self._embed, self._depth = kb, view, embed, depth
         self._candidates = _Candidates()
+        self._last: tuple[str, list[float]] | None = None
 
     def search(self, query: str, scope: Scope = None, vector: list[float] | None = None) -> list[NodeWithScore]:
         view = self._view()
         allowed, _ = self._candidates.get(view, scope)
-        vector = vector or self._embed.get_query_embedding(query)
+        if vector is None:
+            # A second search of the same query (another scope) reuses its embedding.
+            last = self._last
+            vector = last[1] if last is not None and last[0] == query else self._embed.get_query_embedding(query)
+            self._last = (query, vector)
         hits = self._kb.dense_search(vector, self._depth, live=allowed, docs=scope)
         nodes = []
         for rank, hit in enumerate(hits, 1):
@@ -152,7 +158,8 @@ class FusionWeights:
     """Weighted RRF parameters; the defaults are the settings' defaults (one source of the numbers)."""
 
     rrf_k: float = _default("rrf_k")
-    by_retriever: tuple[tuple[str, float], ...] = ((DENSE, _default("dense_weight")), (BM25, _default("bm25_weight")))
+    by_retriever: tuple[tuple[str, float], ...] = (
+        (DENSE, _default("dense_weight")), (BM25, _default("bm25_weight")), (CROSS, _default("cross_language_weight")))
 
     def weight(self, name: str) -> float:
         return dict(self.by_retriever).get(name, 1.0)
@@ -160,7 +167,8 @@ class FusionWeights:
     @classmethod
     def from_settings(cls, settings: Settings, language: str = "zh") -> FusionWeights:
         bm25 = settings.bm25_weight if language == "zh" else settings.bm25_weight_en
-        return cls(rrf_k=settings.rrf_k, by_retriever=((DENSE, settings.dense_weight), (BM25, bm25)))
+        return cls(rrf_k=settings.rrf_k, by_retriever=(
+            (DENSE, settings.dense_weight), (BM25, bm25), (CROSS, settings.cross_language_weight)))
 
 
 def fuse(result_lists: Sequence[tuple[str, list[NodeWithScore]]], weights: FusionWeights) -> list[NodeWithScore]:
@@ -197,10 +205,26 @@ class HybridRetriever(BaseRetriever):
     """
 
     def __init__(self, retrievers: dict[str, BaseRetriever], weights: FusionWeights,
-                 reranker: Reranker | None = None, rerank_depth: int = 20) -> None:
+                 reranker: Reranker | None = None, rerank_depth: int = 20,
+                 other_language_docs: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self._retrievers, self._weights = retrievers, weights
         self._reranker, self._rerank_depth = reranker, rerank_depth
+        self._other_language_docs = other_language_docs
+
+    def _cross_language(self, query: str, scope: Scope) -> list[tuple[str, list[NodeWithScore]]]:
+        """The dense search again over the documents in another language than the question.
+
+        A question's cosine with text in its own language is higher than with the same content in
+        another, so in a mixed knowledge base a Chinese question's best English passage ranks below
+        Chinese passages that merely share its topic. Searched on their own, the other language's
+        documents put their best passage first in a list of their own, which the fusion weighs in.
+        """
+        dense = self._retrievers.get(DENSE)
+        docs = self._other_language_docs if scope is None else self._other_language_docs & scope
+        if not isinstance(dense, DenseRetriever) or not docs or not self._weights.weight(CROSS):
+            return []
+        return [(CROSS, dense.search(query, frozenset(docs)))]
 
     def retrieve_variants(self, queries: Sequence[str], scope: Scope = None) -> list[NodeWithScore]:
         """Fused ranking of every query variant; ``scope`` limits it to some documents."""
@@ -214,6 +238,8 @@ class HybridRetriever(BaseRetriever):
                     hits = retriever.retrieve(QueryBundle(query_str=query))
                     hits = [h for h in hits if scope is None or h.node.metadata.get("doc") in scope]
                 lists.append((label, hits))
+        if queries:
+            lists.extend(self._cross_language(queries[0], scope))
         fused = fuse(lists, self._weights)
         if self._reranker is not None and queries:
             fused = rerank(self._reranker, queries[0], fused, self._rerank_depth)

@@ -29,6 +29,12 @@ class Completer(Protocol):
 
 
 _languages_cache: dict[tuple[int, int], tuple[Language, ...]] = {}
+_doc_languages_cache: dict[tuple[int, int], dict[str, Language]] = {}
+
+
+def _weight(text: str) -> int:
+    # Text counted in comparable units: a CJK character is about a word's worth of text.
+    return len(CJK_CHAR.findall(text)) + len(LATIN_WORD.findall(text))
 
 
 def kb_languages(view: IndexView) -> tuple[Language, ...]:
@@ -37,14 +43,26 @@ def kb_languages(view: IndexView) -> tuple[Language, ...]:
     if key not in _languages_cache:
         weight: Counter[Language] = Counter()
         for chunk in view.chunks.values():
-            # Counted in comparable units: a CJK character is about a word's worth of text.
-            weight[detect_language(chunk.text)] += len(CJK_CHAR.findall(chunk.text)) + len(LATIN_WORD.findall(chunk.text))
+            weight[detect_language(chunk.text)] += _weight(chunk.text)
         total = sum(weight.values()) or 1
         ranked = tuple(lang for lang, w in weight.most_common() if w / total >= MIN_SHARE)
         if len(_languages_cache) > 16:
             _languages_cache.clear()
         _languages_cache[key] = ranked or ("zh",)
     return _languages_cache[key]
+
+
+def doc_languages(view: IndexView) -> dict[str, Language]:
+    """Each document's language: the one most of its text is in (computed once per view)."""
+    key = (id(view), view.generation)
+    if key not in _doc_languages_cache:
+        weight: dict[str, Counter[Language]] = {}
+        for chunk in view.chunks.values():
+            weight.setdefault(chunk.doc, Counter())[detect_language(chunk.text)] += _weight(chunk.text)
+        if len(_doc_languages_cache) > 16:
+            _doc_languages_cache.clear()
+        _doc_languages_cache[key] = {doc: w.most_common(1)[0][0] for doc, w in weight.items()}
+    return _doc_languages_cache[key]
 
 
 def translation_targets(question_language: Language, languages: tuple[Language, ...]) -> list[Language]:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     dense_weight: float = Field(1.0, ge=0)
     bm25_weight: float = Field(1.3, ge=0, description="BM25's weight in the fusion for Chinese questions.")
     bm25_weight_en: float = Field(1.3, ge=0, description="BM25's weight in the fusion for English questions.")
+    cross_language_weight: float = Field(
+        0.5, ge=0, description="Weight of the dense search over the documents in another language than the "
+        "question (0: none).")
     max_question_chars: int = Field(2000, ge=50, description="Longer questions are truncated, with a notice.")
     reranker: str | None = Field(
         None, description="Cross-encoder reranker: a local folder or a model in the Hugging Face cache "

@@ -45,6 +45,7 @@ def test_fusion_weights_defaults_are_the_settings_defaults():
     assert FusionWeights() == FusionWeights.from_settings(settings, "zh")
     assert FusionWeights().rrf_k == settings.rrf_k
     assert FusionWeights.from_settings(settings, "en").weight(BM25) == settings.bm25_weight_en
+    assert FusionWeights().weight("cross") == settings.cross_language_weight
     assert FusionWeights().weight("unknown-retriever") == 1.0
 
 

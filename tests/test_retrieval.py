@@ -218,3 +218,24 @@ def test_questions_are_translated_into_each_other_language_of_the_knowledge_base
     ollama.reset()
     assert translations(backend, "KV cache cost?", "en", ("en",), max_chars=50) == ()
     assert ollama.requests("/api/chat") == []
+
+
+def test_documents_in_the_other_language_get_a_dense_list_of_their_own(two_doc_bot):
+    """A Chinese question's cosine with English text runs below its cosine with Chinese text on the same
+    topic; searched on their own, the English documents put their best passage first in a list the fusion
+    weighs in (found_by "cross"), and the seed document is never in it."""
+    from chat.translation import doc_languages
+
+    view = two_doc_bot.kb.view()
+    assert doc_languages(view) == {"llm-primer.md": "zh", "notes/serving.md": "en", "links.md": "en"}
+    passages = two_doc_bot.retrieve("连续批处理怎样让 GPU 一直保持忙碌？", k=5)
+    cross = [p for p in passages if "cross" in p.found_by]
+    assert cross and all(p.doc != "llm-primer.md" for p in cross)
+    best = min(cross, key=lambda p: p.found_by["cross"])
+    assert best.found_by["cross"] == 1 and "Batching" in best.section
+    # An English question gets the Chinese document's list instead.
+    english = two_doc_bot.retrieve("What does the KV cache cost in GPU memory?", k=5)
+    assert {p.doc for p in english if "cross" in p.found_by} == {"llm-primer.md"}
+    # Scoped to one language, there is no other language to search.
+    scoped = two_doc_bot.retrieve("连续批处理怎样让 GPU 一直保持忙碌？", k=5, docs=["llm-primer.md"])
+    assert not any("cross" in p.found_by for p in scoped)
