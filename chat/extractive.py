@@ -20,6 +20,7 @@ from kb.text import normalize, query_tokens, strip_noise, tokenize
 
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
+MIN_ANSWER_CHARS = 120  # the best sentence is continued until the answer is this long (dev tune: 80 -> 120 +2)
 PASSAGES_CONSIDERED = 3
 RANK_PRIOR = 0.15  # weight of 1/rank next to lexical coverage (0..1)
 MIN_COVERAGE = 0.2  # below this the lexical ranking is not trusted
@@ -123,12 +124,20 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
     return language != "zh" and dense >= REFUSE_BELOW_DENSE_EN
 
 
-def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
+@dataclass(frozen=True)
+class Scored:
+    score: float  # lexical coverage + rank prior + dense closeness
+    lexical: float
+    rank: int  # 1-based passage number
+    span: Span
+
+
+def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Scored]:
+    """Every candidate sentence of ``passages``, scored for how well it answers ``question``."""
     tokens = query_tokens(content_question(question))
-    considered = passages[:PASSAGES_CONSIDERED]
-    closest = max((sim for p in considered for sim in p.sentence_scores.values()), default=0.0)
-    scored: list[tuple[float, float, int, Span]] = []  # (score, lexical coverage, rank, span)
-    for rank, passage in enumerate(considered, 1):
+    closest = max((sim for p in passages for sim in p.sentence_scores.values()), default=0.0)
+    scored: list[Scored] = []
+    for rank, passage in enumerate(passages, 1):
         headings = local_headings(passage)
         for span in candidates(passage):
             # A table row is read with its header: the column names carry half its meaning.
@@ -138,7 +147,23 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
             heading = headings.get(span.start, "")
             lexical = coverage(tokens, f"{passage.section}\n{heading}\n{header}\n{span.text}", bm25)
             dense = _closeness(passage.sentence_scores.get(span.start), closest)
-            scored.append((lexical + RANK_PRIOR / rank + DENSE_SENTENCE_WEIGHT * dense, lexical, rank, span))
+            scored.append(Scored(lexical + RANK_PRIOR / rank + DENSE_SENTENCE_WEIGHT * dense, lexical, rank, span))
+    return scored
+
+
+def by_best_sentence(question: str, passages: Sequence[Passage], bm25: BM25Index, depth: int) -> list[Passage]:
+    """The first ``depth`` passages reordered by their best sentence's score, the rest after them."""
+    head = list(passages[:depth])
+    best = [0.0] * len(head)
+    for item in score_sentences(question, head, bm25):
+        best[item.rank - 1] = max(best[item.rank - 1], item.score)
+    order = sorted(range(len(head)), key=lambda i: -best[i])
+    return [head[i] for i in order] + list(passages[depth:])
+
+
+def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
+    scored = [(i.score, i.lexical, i.rank, i.span)
+              for i in score_sentences(question, passages[:PASSAGES_CONSIDERED], bm25)]
     if not scored:
         return []
     _, _, best_rank, best = max(scored, key=lambda item: item[0])
@@ -157,7 +182,7 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     for span in following:
         if len(chosen) >= MAX_UNITS or sum(len(s.text) for _, s in chosen) + len(span.text) > MAX_ANSWER_CHARS:
             break
-        if sum(len(s.text) for _, s in chosen) >= 80 and not best.is_table_row:
+        if sum(len(s.text) for _, s in chosen) >= MIN_ANSWER_CHARS and not best.is_table_row:
             break
         chosen.append((best_rank, span))
     return _extracts(passages, chosen)

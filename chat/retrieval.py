@@ -212,6 +212,11 @@ class HybridRetriever(BaseRetriever):
         self._reranker, self._rerank_depth = reranker, rerank_depth
         self._other_language_docs = other_language_docs
 
+    @property
+    def reranks(self) -> bool:
+        """Whether a reranker model reorders the fused candidates."""
+        return self._reranker is not None
+
     def _cross_language(self, query: str, scope: Scope) -> list[tuple[str, list[NodeWithScore]]]:
         """The dense search again over the documents in another language than the question.
 

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     )
     rerank_llm: bool = Field(False, description="Let the Ollama model reorder the candidates (one call per question).")
     rerank_depth: int = Field(20, ge=2, le=100, description="Fused candidates a reranker reorders.")
+    sentence_rerank_depth: int = Field(
+        3, ge=0, le=20, description="Without a reranker model: the first fused passages reordered by their best "
+        "sentence (the extractive scorer); 0: off.")
 
     # --- generation ---------------------------------------------------------
     llm: LlmBackend = Field("ollama", description="ollama | none (extractive answers only)")

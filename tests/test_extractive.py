@@ -118,3 +118,42 @@ def test_the_dense_searchs_closest_sentence_breaks_a_lexical_tie():
     question = "镜像的端口用来做什么？"
     assert select(question, [plain], bm25)[0].span.start == 0
     assert select(question, [near], bm25)[0].span.start == second
+
+
+def test_passages_are_reordered_by_their_best_sentence():
+    """The fused order put a passage that only shares the topic first; the second holds the sentence
+    that answers. Reordering the first two by their best sentence puts the answer first; a passage
+    beyond the depth keeps its place."""
+    from chat.extractive import by_best_sentence
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    texts = {
+        "topic": "镜像有多个版本。镜像可以在本地构建。",
+        "answer": "容器内加载昇腾环境变量的命令是 source set_env.sh。",
+        "far": "昇腾环境变量与命令无关的其他说明。",
+    }
+    passages = [Passage(id=i, text=t, doc="d.md", section="镜像", start=0, end=len(t), score=1.0 / n)
+                for n, (i, t) in enumerate(texts.items(), 1)]
+    bm25 = BM25Index.build(list(texts), [tokenize(t) for t in texts.values()])
+    question = "用哪条命令加载昇腾环境变量？"
+    assert [p.id for p in by_best_sentence(question, passages, bm25, depth=2)] == ["answer", "topic", "far"]
+    assert [p.id for p in by_best_sentence(question, passages, bm25, depth=1)] == ["topic", "answer", "far"]
+
+
+def test_the_assistant_reorders_only_without_a_reranker_model(primer_settings):
+    """Depth 0 turns the step off: the fused order; the default changes the order for some questions."""
+    from chat import Assistant
+
+    import json
+    from pathlib import Path
+
+    gold = Path(__file__).resolve().parents[1] / "eval" / "datasets" / "qa.jsonl"
+    rows = [json.loads(line) for line in gold.read_text(encoding="utf-8").splitlines() if line.strip()]
+    questions = [r["question"] for r in rows if r.get("split") == "tune" and r["answerable"]][:30]
+    plain = Assistant(primer_settings.model_copy(update={"sentence_rerank_depth": 0}), llm="none")
+    default = Assistant(primer_settings, llm="none")
+    orders = [([p.id for p in plain.retrieve(q, k=5)], [p.id for p in default.retrieve(q, k=5)]) for q in questions]
+    for fused, reordered in orders:
+        assert sorted(fused[:3]) == sorted(reordered[:3]) and fused[3:] == reordered[3:]
+    assert any(fused != reordered for fused, reordered in orders)
