@@ -1,10 +1,12 @@
 """Extractive answers: the document's own sentences that best answer the question, cited.
 
 Used when no LLM is configured or reachable. Sentences are ranked by how much of the
-question's (IDF-weighted) vocabulary they and their heading path contain, with a prior
-for the passage's retrieval rank. When the question shares no words with the text (an
-English question over Chinese text), the best-ranked passage, which the dense
-retriever found across languages, answers with its opening sentences.
+question's (IDF-weighted) vocabulary they, their heading path and the sub-heading they stand
+under contain, with a prior for the passage's retrieval rank and a bonus for the sentences the
+dense search found closest to the question. When the question shares no words with the text (an
+English question over Chinese text), the best-ranked passage, which the dense retriever found
+across languages, answers from its sentence closest to the question. The same scorer reorders
+the first fused passages when no reranker model is configured (``by_best_sentence``).
 """
 
 from __future__ import annotations

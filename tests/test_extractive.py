@@ -143,10 +143,10 @@ def test_passages_are_reordered_by_their_best_sentence():
 
 def test_the_assistant_reorders_only_without_a_reranker_model(primer_settings):
     """Depth 0 turns the step off: the fused order; the default changes the order for some questions."""
-    from chat import Assistant
-
     import json
     from pathlib import Path
+
+    from chat import Assistant
 
     gold = Path(__file__).resolve().parents[1] / "eval" / "datasets" / "qa.jsonl"
     rows = [json.loads(line) for line in gold.read_text(encoding="utf-8").splitlines() if line.strip()]
