@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chat.passages import Passage
+from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.sentences import Span, split_sentences
 from kb.text import normalize, query_tokens, strip_noise, tokenize
@@ -116,7 +117,9 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
     tokens = query_tokens(question)
     if not tokens:
         return False  # nothing but punctuation, emoji or question words
-    dense = max((p.scores.get("dense", 0.0) for p in passages[:PASSAGES_CONSIDERED]), default=0.0)
+    # The cosine of the dense search, or of its search over the other language's documents.
+    dense = max((max(p.scores.get(DENSE, 0.0), p.scores.get(CROSS, 0.0)) for p in passages[:PASSAGES_CONSIDERED]),
+                default=0.0)
     lexical = max(
         (coverage(tokens, f"{p.section}\n{p.display_text}", bm25) for p in passages[:PASSAGES_CONSIDERED]),
         default=0.0,
@@ -137,30 +140,51 @@ class Scored:
 def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Scored]:
     """Every candidate sentence of ``passages``, scored for how well it answers ``question``."""
     tokens = query_tokens(content_question(question))
+    quotable = [(rank, passage, candidates(passage), local_headings(passage)) for rank, passage in enumerate(passages, 1)]
     closest = max((sim for p in passages for sim in p.sentence_scores.values()), default=0.0)
     scored: list[Scored] = []
-    for rank, passage in enumerate(passages, 1):
-        headings = local_headings(passage)
-        for span in candidates(passage):
+    for rank, passage, spans, headings in quotable:
+        for span in spans:
             # A table row is read with its header: the column names carry half its meaning.
             header = (table_header(passage, span) or "") if span.is_table_row else ""
             # So is a sentence with the sub-heading it stands under inside the passage: in an FAQ
-            # the question is the heading and the answer's own words may share none of it.
-            heading = headings.get(span.start, "")
-            lexical = coverage(tokens, f"{passage.section}\n{heading}\n{header}\n{span.text}", bm25)
-            dense = _closeness(passage.sentence_scores.get(span.start), closest)
+            # the question is the heading and the answer's own words may share none of it; the
+            # sentence is as close to the question as its sub-heading is, if that is closer.
+            heading = headings.get(span.start)
+            heading_text = heading.text.lstrip("#").strip() if heading else ""
+            lexical = coverage(tokens, f"{passage.section}\n{heading_text}\n{header}\n{span.text}", bm25)
+            near = [passage.sentence_scores.get(span.start)]
+            if heading is not None:
+                near.append(passage.sentence_scores.get(heading.start))
+            found = [sim for sim in near if sim is not None]
+            dense = _closeness(max(found) if found else None, closest)
             scored.append(Scored(lexical + RANK_PRIOR / rank + DENSE_SENTENCE_WEIGHT * dense, lexical, rank, span))
     return scored
 
 
+SENTENCE_RERANK = "sentence"  # found_by / scores key of the reorder below
+
+
 def by_best_sentence(question: str, passages: Sequence[Passage], bm25: BM25Index, depth: int) -> list[Passage]:
-    """The first ``depth`` passages reordered by their best sentence's score, the rest after them."""
+    """The first ``depth`` passages reordered by their best sentence's score, the rest after them.
+
+    As with a reranker model, each reordered passage records its new position and its sentence score,
+    and keeps the fused score of the position it now holds, so scores still fall with rank.
+    """
     head = list(passages[:depth])
     best = [0.0] * len(head)
     for item in score_sentences(question, head, bm25):
         best[item.rank - 1] = max(best[item.rank - 1], item.score)
     order = sorted(range(len(head)), key=lambda i: -best[i])
-    return [head[i] for i in order] + list(passages[depth:])
+    position_scores = [p.score for p in head]
+    reordered = []
+    for position, i in enumerate(order):
+        passage = head[i]
+        passage.score = position_scores[position]
+        passage.found_by[SENTENCE_RERANK] = position + 1
+        passage.scores[SENTENCE_RERANK] = best[i]
+        reordered.append(passage)
+    return reordered + list(passages[depth:])
 
 
 def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
@@ -210,18 +234,18 @@ def _closeness(sim: float | None, closest: float) -> float:
     return max(0.0, 1.0 - (closest - sim) / DENSE_SPREAD)
 
 
-def local_headings(passage: Passage) -> dict[int, str]:
+def local_headings(passage: Passage) -> dict[int, Span]:
     """Per sentence start, the last heading line above it inside the passage (none before the first).
 
     A chunk that merged small sibling sections keeps their sub-headings in its text while its
     section path is their common parent's; each sentence belongs under its own sub-heading.
     """
-    out: dict[int, str] = {}
-    heading = ""
+    out: dict[int, Span] = {}
+    heading: Span | None = None
     for span in split_sentences(passage.text):
         if span.is_heading:
-            heading = span.text.lstrip("#").strip()
-        elif heading:
+            heading = span
+        elif heading is not None:
             out[span.start] = heading
     return out
 

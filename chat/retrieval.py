@@ -109,16 +109,14 @@ class DenseRetriever(BaseRetriever):
         super().__init__()
         self._kb, self._view, self._embed, self._depth = kb, view, embed, depth
         self._candidates = _Candidates()
-        self._last: tuple[str, list[float]] | None = None
+
+    def query_vector(self, query: str) -> list[float]:
+        return self._embed.get_query_embedding(query)
 
     def search(self, query: str, scope: Scope = None, vector: list[float] | None = None) -> list[NodeWithScore]:
         view = self._view()
         allowed, _ = self._candidates.get(view, scope)
-        if vector is None:
-            # A second search of the same query (another scope) reuses its embedding.
-            last = self._last
-            vector = last[1] if last is not None and last[0] == query else self._embed.get_query_embedding(query)
-            self._last = (query, vector)
+        vector = vector or self.query_vector(query)
         hits = self._kb.dense_search(vector, self._depth, live=allowed, docs=scope)
         nodes = []
         for rank, hit in enumerate(hits, 1):
@@ -217,19 +215,21 @@ class HybridRetriever(BaseRetriever):
         """Whether a reranker model reorders the fused candidates."""
         return self._reranker is not None
 
-    def _cross_language(self, query: str, scope: Scope) -> list[tuple[str, list[NodeWithScore]]]:
+    def _cross_language(self, dense: DenseRetriever, query: str, vector: list[float],
+                        scope: Scope) -> list[tuple[str, list[NodeWithScore]]]:
         """The dense search again over the documents in another language than the question.
 
         A question's cosine with text in its own language is higher than with the same content in
         another, so in a mixed knowledge base a Chinese question's best English passage ranks below
         Chinese passages that merely share its topic. Searched on their own, the other language's
         documents put their best passage first in a list of their own, which the fusion weighs in.
+        When the scope holds no document in the question's language, that list is the dense list
+        itself and is not added twice.
         """
-        dense = self._retrievers.get(DENSE)
         docs = self._other_language_docs if scope is None else self._other_language_docs & scope
-        if not isinstance(dense, DenseRetriever) or not docs or not self._weights.weight(CROSS):
+        if not docs or (scope is not None and scope <= docs) or not self._weights.weight(CROSS):
             return []
-        return [(CROSS, dense.search(query, frozenset(docs)))]
+        return [(CROSS, dense.search(query, frozenset(docs), vector))]
 
     def retrieve_variants(self, queries: Sequence[str], scope: Scope = None) -> list[NodeWithScore]:
         """Fused ranking of every query variant; ``scope`` limits it to some documents."""
@@ -237,14 +237,18 @@ class HybridRetriever(BaseRetriever):
         for i, query in enumerate(queries):
             for name, retriever in self._retrievers.items():
                 label = name if i == 0 else f"{name}:variant{i}"
-                if isinstance(retriever, DenseRetriever | BM25Retriever):
+                if isinstance(retriever, DenseRetriever):
+                    vector = retriever.query_vector(query)
+                    lists.append((label, retriever.search(query, scope, vector)))
+                    if i == 0:
+                        lists.extend(self._cross_language(retriever, query, vector, scope))
+                    continue
+                if isinstance(retriever, BM25Retriever):
                     hits = retriever.search(query, scope)
                 else:
                     hits = retriever.retrieve(QueryBundle(query_str=query))
                     hits = [h for h in hits if scope is None or h.node.metadata.get("doc") in scope]
                 lists.append((label, hits))
-        if queries:
-            lists.extend(self._cross_language(queries[0], scope))
         fused = fuse(lists, self._weights)
         if self._reranker is not None and queries:
             fused = rerank(self._reranker, queries[0], fused, self._rerank_depth)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -138,11 +139,13 @@ def _return_freed_memory() -> None:
     tokenizer's build frees as much again. glibc keeps those pages in the process: ~70 MB of a
     serving process's RSS. Elsewhere (musl, macOS) there is nothing to do.
     """
+    if not sys.platform.startswith("linux"):
+        return
     import ctypes
-    import ctypes.util
 
+    # Not ctypes.util.find_library: on Linux it runs `ldconfig -p` in a subprocess.
     with suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def upload_threads() -> int:

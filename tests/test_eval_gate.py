@@ -99,7 +99,7 @@ def test_offline_judge_accuracy(results, claims_file):
 # 0 quotes not in the documents, correct refusals 2 of 12 (0.167), wrong refusals 1 of 72 (0.014).
 # 2026-12-02 (sentences read under their own sub-heading; the dense search's sentence cosines in the choice):
 # the same retrieval, extractive evidence cited 0.611; refusals unchanged. Then (the other language's documents
-# searched on their own, the first three passages reordered by their best sentence, HEAD 8cd4ad4+): hybrid hit@1
+# searched on their own, the first three passages reordered by their best sentence, 2026-12-02): hybrid hit@1
 # 0.792, hit@5 0.917, MRR@10 0.851, ev@1000 0.875; evidence cited 0.667; refusals unchanged.
 DEV_TEST_THRESHOLDS: dict[str, Any] = {
     "retrieval": {"hit@1": 0.76, "hit@5": 0.89, "mrr@10": 0.82, "ev@1000": 0.85},  # at least (hybrid, answerable)

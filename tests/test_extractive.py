@@ -96,8 +96,8 @@ def test_a_sentence_is_read_with_the_sub_heading_it_stands_under():
     bm25 = BM25Index.build(["faq", "other"], [tokenize(passage.text), tokenize("无关的文字 模型 推理")])
     headings = local_headings(passage)
     answer_start = passage.text.index("用 sdpa")
-    assert headings[answer_start].startswith("Q2: 不支持 flash attention")
-    assert headings[passage.text.index("默认值是 0.0001")].startswith("Q1:")
+    assert headings[answer_start].text.startswith("### Q2: 不支持 flash attention")
+    assert headings[passage.text.index("默认值是 0.0001")].text.startswith("### Q1:")
     chosen = select("不支持 flash attention 的设备默认用什么 attention 实现？", [passage], bm25)
     assert chosen and chosen[0].span.start == answer_start
 
@@ -120,6 +120,23 @@ def test_the_dense_searchs_closest_sentence_breaks_a_lexical_tie():
     assert select(question, [near], bm25)[0].span.start == second
 
 
+def test_a_sentence_is_as_close_to_the_question_as_its_sub_heading():
+    """In an FAQ the sub-heading is the question; the dense search finds that heading line closest, and
+    the answer under it, which shares no word with the question, takes the bonus from it."""
+    from chat.extractive import score_sentences
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = "### 问题甲\n答案一。\n\n### 问题乙\n答案二。\n"
+    heading_b, answer_b = text.index("### 问题乙"), text.index("答案二")
+    passage = Passage(id="p", text=text, doc="d.md", section="常见问题", start=0, end=len(text), score=1.0,
+                      sentence_scores={heading_b: 0.90, text.index("答案一"): 0.84})
+    bm25 = BM25Index.build(["p", "q"], [tokenize(text), tokenize("无关 模型 推理 显存")])
+    scored = {item.span.start: item.score for item in score_sentences("怎么办？", [passage], bm25)}
+    assert set(scored) == {text.index("答案一"), answer_b}
+    assert scored[answer_b] > scored[text.index("答案一")]
+
+
 def test_passages_are_reordered_by_their_best_sentence():
     """The fused order put a passage that only shares the topic first; the second holds the sentence
     that answers. Reordering the first two by their best sentence puts the answer first; a passage
@@ -137,11 +154,14 @@ def test_passages_are_reordered_by_their_best_sentence():
                 for n, (i, t) in enumerate(texts.items(), 1)]
     bm25 = BM25Index.build(list(texts), [tokenize(t) for t in texts.values()])
     question = "用哪条命令加载昇腾环境变量？"
-    assert [p.id for p in by_best_sentence(question, passages, bm25, depth=2)] == ["answer", "topic", "far"]
-    assert [p.id for p in by_best_sentence(question, passages, bm25, depth=1)] == ["topic", "answer", "far"]
+    reordered = by_best_sentence(question, passages, bm25, depth=2)
+    assert [p.id for p in reordered] == ["answer", "topic", "far"]
+    # Each keeps the fused score of the position it now holds, so scores still fall with rank.
+    assert [p.score for p in reordered] == [1.0, 0.5, 1.0 / 3]
+    assert [p.found_by["sentence"] for p in reordered[:2]] == [1, 2] and "sentence" not in reordered[2].found_by
 
 
-def test_the_assistant_reorders_only_without_a_reranker_model(primer_settings):
+def test_the_assistant_reorders_the_first_passages_and_depth_0_turns_it_off(primer_settings):
     """Depth 0 turns the step off: the fused order; the default changes the order for some questions."""
     import json
     from pathlib import Path

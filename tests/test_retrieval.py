@@ -239,3 +239,6 @@ def test_documents_in_the_other_language_get_a_dense_list_of_their_own(two_doc_b
     # Scoped to one language, there is no other language to search.
     scoped = two_doc_bot.retrieve("连续批处理怎样让 GPU 一直保持忙碌？", k=5, docs=["llm-primer.md"])
     assert not any("cross" in p.found_by for p in scoped)
+    # Scoped to the other language alone, that list would be the dense list again: not added twice.
+    english_only = two_doc_bot.retrieve("连续批处理怎样让 GPU 一直保持忙碌？", k=5, docs=["notes/serving.md"])
+    assert english_only and not any("cross" in p.found_by for p in english_only)
