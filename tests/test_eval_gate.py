@@ -22,15 +22,18 @@ THRESHOLDS: dict[str, Any] = {
     # 2026-12-01, fusion chosen by cross-validation across documents (rrf_k 1, one BM25 weight for both
     # languages) instead of fitted to this document: tune hit@1 0.802 (three questions fewer), test hit@1 0.872,
     # MRR@10 0.921. The tune floor follows the figure; the test floors stay.
+    # 2026-12-02, the first three passages reordered by their best sentence: tune hit@1 0.889, hit@5 0.963,
+    # MRR@10 0.925; test 0.923, 1.000, 0.951.
     "retrieval": {
-        "tune": {"hit@1": 0.78, "hit@5": 0.94, "mrr@10": 0.87},
-        "test": {"hit@1": 0.82, "hit@5": 0.97, "mrr@10": 0.88},
+        "tune": {"hit@1": 0.86, "hit@5": 0.94, "mrr@10": 0.90},
+        "test": {"hit@1": 0.87, "hit@5": 0.97, "mrr@10": 0.92},
     },
     # extractive mode (Assistant llm="none") over all 141 questions, offline judge. Measured: faithfulness
     # 1.000, citation precision 0.842, refusal accuracy 0.887, correct refusals 0.238, wrong refusals 0.000.
+    # 2026-12-02: citation precision 0.900, the rest unchanged.
     "extractive": {
         "faithfulness": 0.97,  # at least
-        "citation_precision": 0.82,  # at least
+        "citation_precision": 0.87,  # at least
         "refusal_accuracy": 0.86,  # at least
         "correct_refusal_rate": 0.21,  # at least: unanswerable questions refused
         "wrong_refusal_rate": 0.03,  # at most: answerable questions refused
@@ -100,10 +103,11 @@ def test_offline_judge_accuracy(results, claims_file):
 # 2026-12-02 (sentences read under their own sub-heading; the dense search's sentence cosines in the choice):
 # the same retrieval, extractive evidence cited 0.611; refusals unchanged. Then (the other language's documents
 # searched on their own, the first three passages reordered by their best sentence, 2026-12-02): hybrid hit@1
-# 0.792, hit@5 0.917, MRR@10 0.851, ev@1000 0.875; evidence cited 0.667; refusals unchanged.
+# 0.792, hit@5 0.917, MRR@10 0.851, ev@1000 0.875; evidence cited 0.667; refusals unchanged. After the review
+# mends (a sentence as close as its sub-heading): hit@1 0.806, MRR@10 0.860, ev@1000 0.889, evidence cited 0.681.
 DEV_TEST_THRESHOLDS: dict[str, Any] = {
-    "retrieval": {"hit@1": 0.76, "hit@5": 0.89, "mrr@10": 0.82, "ev@1000": 0.85},  # at least (hybrid, answerable)
-    "extractive": {"evidence_cited": 0.63, "correct_refusal_rate": 0.16},  # at least
+    "retrieval": {"hit@1": 0.78, "hit@5": 0.89, "mrr@10": 0.83, "ev@1000": 0.86},  # at least (hybrid, answerable)
+    "extractive": {"evidence_cited": 0.65, "correct_refusal_rate": 0.16},  # at least
     "extractive_at_most": {"wrong_refusal_rate": 0.05, "quotes_not_in_documents": 0},
 }
 
