@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ingest.frontmatter import parse_front_matter
+from kb import chunk as chunk_records
 from kb import markup, sentences
 from kb.chunk import HEADING_SEPARATOR, Chunk
 from kb.sentences import ASCII_ENDERS, CJK_ENDERS, abbreviation_before
@@ -1105,9 +1106,11 @@ def _to_chunks(source: str, doc: str, spans: list[_Span]) -> list[Chunk]:
 
 def _parameters() -> dict[str, object]:
     """Every module-level constant that shapes chunks (costs, limits, patterns, titles), and those of
-    the text rules it uses: markup's and the sentence rules'."""
+    the text rules it uses: markup's and the sentence rules', and the chunk record's (which sentences
+    get a vector: the stored vectors are matched to sentences by their order)."""
     found: dict[str, object] = {}
-    for module_name, namespace in (("chunking", globals()), ("markup", vars(markup)), ("sentences", vars(sentences))):
+    for module_name, namespace in (("chunking", globals()), ("markup", vars(markup)), ("sentences", vars(sentences)),
+                                   ("chunk", vars(chunk_records))):
         for name, value in sorted(namespace.items()):
             if not name.lstrip("_").isupper() or name in ("__all__", "CHUNKER_VERSION"):
                 continue

@@ -565,6 +565,7 @@ def test_chunker_version_is_derived_from_its_parameters() -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", chunking.CHUNKER_VERSION)
     params = chunking._parameters()
     assert "chunking._PER_CHUNK" in params and "markup.MIN_PROSE_WORDS" in params
+    assert "chunk.MIN_UNIT_CHARS" in params  # which sentences get a vector: matched to them by order
     changed = dict(params, **{"chunking._PER_CHUNK": params["chunking._PER_CHUNK"] + 1})
     assert chunking._version_of(changed) != chunking.CHUNKER_VERSION
     assert chunking._version_of(params) == chunking.CHUNKER_VERSION
