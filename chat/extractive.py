@@ -204,10 +204,14 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     chosen = [(best_rank, best)]
     # Continue the best sentence with the ones after it in the same passage while short,
     # since definitions and their consequences sit next to each other.
-    following = [s for s in candidates(passages[best_rank - 1]) if s.start > best.start]
+    passage = passages[best_rank - 1]
+    following = [s for s in candidates(passage) if s.start > best.start]
+    headings = local_headings(passage)
     for span in following:
         if len(chosen) >= MAX_UNITS or sum(len(s.text) for _, s in chosen) + len(span.text) > MAX_ANSWER_CHARS:
             break
+        if headings.get(span.start) != headings.get(best.start):
+            break  # the next sub-section: another topic (on dev tune as many evidence spans, none run on)
         if sum(len(s.text) for _, s in chosen) >= MIN_ANSWER_CHARS and not best.is_table_row:
             break
         chosen.append((best_rank, span))

@@ -100,6 +100,9 @@ def test_a_sentence_is_read_with_the_sub_heading_it_stands_under():
     assert headings[passage.text.index("默认值是 0.0001")].text.startswith("### Q1:")
     chosen = select("不支持 flash attention 的设备默认用什么 attention 实现？", [passage], bm25)
     assert chosen and chosen[0].span.start == answer_start
+    # A short answer is continued, but not into the next entry's answer.
+    first = select("学习率的默认值是多少？", [passage], bm25)
+    assert [e.span.start for e in first] == [passage.text.index("默认值是 0.0001")]
 
 
 def test_the_dense_searchs_closest_sentence_breaks_a_lexical_tie():
