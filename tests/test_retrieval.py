@@ -29,7 +29,8 @@ def test_passages_carry_scores_sources_and_offsets(primer_bot, seed_text):
     top = passages[0]
     assert "KV Cache" in top.section and "显存占用" in top.text
     assert seed_text[top.start : top.end] == top.text
-    assert set(top.found_by) == {"dense", "bm25"} and top.scores["dense"] > 0.5 and top.scores["bm25"] > 0
+    # found by both retrievers; "sentence": its place after the reorder by best sentence
+    assert set(top.found_by) == {"dense", "bm25", "sentence"} and top.scores["dense"] > 0.5 and top.scores["bm25"] > 0
     assert [p.score for p in passages] == sorted((p.score for p in passages), reverse=True)
 
 
