@@ -286,8 +286,9 @@ def to_passages(nodes: Sequence[NodeWithScore], view: IndexView) -> list[Passage
         passage = Passage.from_chunk(cid, view.chunks[cid], float(hit.score or 0.0))
         passage.found_by = dict(hit.node.metadata.get("found_by", {}))
         passage.scores = dict(hit.node.metadata.get("scores", {}))
-        starts = view.chunks[cid].sentence_unit_starts()
-        passage.sentence_scores = {starts[unit]: sim for unit, sim in hit.node.metadata.get(SENTENCES, {}).items()
-                                   if unit < len(starts)}
+        sentences = hit.node.metadata.get(SENTENCES)
+        if sentences:
+            starts = view.chunks[cid].sentence_unit_starts()
+            passage.sentence_scores = {starts[unit]: sim for unit, sim in sentences.items() if unit < len(starts)}
         passages.append(passage)
     return passages
