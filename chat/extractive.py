@@ -153,10 +153,8 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
             heading = headings.get(span.start)
             heading_text = heading.text.lstrip("#").strip() if heading else ""
             lexical = coverage(tokens, f"{passage.section}\n{heading_text}\n{header}\n{span.text}", bm25)
-            near = [passage.sentence_scores.get(span.start)]
-            if heading is not None:
-                near.append(passage.sentence_scores.get(heading.start))
-            found = [sim for sim in near if sim is not None]
+            found = [passage.sentence_scores[s.start] for s in (span, heading)
+                     if s is not None and s.start in passage.sentence_scores]
             dense = _closeness(max(found) if found else None, closest)
             scored.append(Scored(lexical + RANK_PRIOR / rank + DENSE_SENTENCE_WEIGHT * dense, lexical, rank, span))
     return scored
@@ -188,12 +186,12 @@ def by_best_sentence(question: str, passages: Sequence[Passage], bm25: BM25Index
 
 
 def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Extract]:
-    scored = [(i.score, i.lexical, i.rank, i.span)
-              for i in score_sentences(question, passages[:PASSAGES_CONSIDERED], bm25)]
+    scored = score_sentences(question, passages[:PASSAGES_CONSIDERED], bm25)
     if not scored:
         return []
-    _, _, best_rank, best = max(scored, key=lambda item: item[0])
-    if max(item[1] for item in scored) < MIN_COVERAGE:
+    top_scored = max(scored, key=lambda item: item.score)
+    best_rank, best = top_scored.rank, top_scored.span
+    if max(item.lexical for item in scored) < MIN_COVERAGE:
         # No lexical signal (a question in another language): trust the retrieval order and read the
         # top passage from the sentence the dense search found closest in it, else from its start.
         top = candidates(passages[0])
