@@ -28,41 +28,37 @@ class Completer(Protocol):
     def complete(self, prompt: str) -> str: ...
 
 
-_languages_cache: dict[tuple[int, int], tuple[Language, ...]] = {}
-_doc_languages_cache: dict[tuple[int, int], dict[str, Language]] = {}
+_weights_cache: dict[tuple[int, int], dict[str, Counter[Language]]] = {}
 
 
-def _weight(text: str) -> int:
-    # Text counted in comparable units: a CJK character is about a word's worth of text.
-    return len(CJK_CHAR.findall(text)) + len(LATIN_WORD.findall(text))
+def _language_weights(view: IndexView) -> dict[str, Counter[Language]]:
+    """Per document, how much of its text is in each language (computed once per view).
+
+    Text is counted in comparable units: a CJK character is about a word's worth of text.
+    """
+    key = (id(view), view.generation)
+    if key not in _weights_cache:
+        weights: dict[str, Counter[Language]] = {}
+        for chunk in view.chunks.values():
+            amount = len(CJK_CHAR.findall(chunk.text)) + len(LATIN_WORD.findall(chunk.text))
+            weights.setdefault(chunk.doc, Counter())[detect_language(chunk.text)] += amount
+        if len(_weights_cache) > 16:
+            _weights_cache.clear()
+        _weights_cache[key] = weights
+    return _weights_cache[key]
 
 
 def kb_languages(view: IndexView) -> tuple[Language, ...]:
-    """The languages of the knowledge base's text, most text first (computed once per view)."""
-    key = (id(view), view.generation)
-    if key not in _languages_cache:
-        weight: Counter[Language] = Counter()
-        for chunk in view.chunks.values():
-            weight[detect_language(chunk.text)] += _weight(chunk.text)
-        total = sum(weight.values()) or 1
-        ranked = tuple(lang for lang, w in weight.most_common() if w / total >= MIN_SHARE)
-        if len(_languages_cache) > 16:
-            _languages_cache.clear()
-        _languages_cache[key] = ranked or ("zh",)
-    return _languages_cache[key]
+    """The languages of the knowledge base's text, most text first."""
+    weight: Counter[Language] = sum(_language_weights(view).values(), Counter())
+    total = sum(weight.values()) or 1
+    ranked = tuple(lang for lang, w in weight.most_common() if w / total >= MIN_SHARE)
+    return ranked or ("zh",)
 
 
 def doc_languages(view: IndexView) -> dict[str, Language]:
-    """Each document's language: the one most of its text is in (computed once per view)."""
-    key = (id(view), view.generation)
-    if key not in _doc_languages_cache:
-        weight: dict[str, Counter[Language]] = {}
-        for chunk in view.chunks.values():
-            weight.setdefault(chunk.doc, Counter())[detect_language(chunk.text)] += _weight(chunk.text)
-        if len(_doc_languages_cache) > 16:
-            _doc_languages_cache.clear()
-        _doc_languages_cache[key] = {doc: w.most_common(1)[0][0] for doc, w in weight.items()}
-    return _doc_languages_cache[key]
+    """Each document's language: the one most of its text is in."""
+    return {doc: w.most_common(1)[0][0] for doc, w in _language_weights(view).items()}
 
 
 def translation_targets(question_language: Language, languages: tuple[Language, ...]) -> list[Language]:
