@@ -85,6 +85,12 @@ class Status(Record):
     models: tuple[str, ...] = ()
 
 
+def _whole_pipeline(using: tuple[str, ...]) -> bool:
+    """Whether retrieval runs the whole pipeline, not one retriever compared alone (the eval's systems):
+    only the whole pipeline searches the other language's documents and reranks."""
+    return set(using) >= {DENSE, BM25}
+
+
 class Assistant:
     """Answers questions about the knowledge base, with citations.
 
@@ -156,12 +162,12 @@ class Assistant:
         }
         weights = FusionWeights.from_settings(s, language)
         # The reranker belongs to the whole pipeline; a comparison of single retrievers ranks without it.
-        whole = set(using) >= {DENSE, BM25}
+        whole = _whole_pipeline(using)
         reranker = load_reranker(s, self.backend) if whole else None
         languages = doc_languages(view)
         other = frozenset(doc for doc, lang in languages.items() if lang != language)
         if not whole or len(other) == len(languages):
-            other = frozenset()  # a single retriever compared alone; or every document is in the other language
+            other = frozenset()  # or every document is in the other language: the dense search already is that
         return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights,
                                reranker, s.rerank_depth, other_language_docs=other)
 
@@ -187,7 +193,7 @@ class Assistant:
         hybrid = self._hybrid(view, using, language)
         nodes = hybrid.retrieve_variants([text, *variants], resolve_scope(view, docs))
         depth = self.settings.sentence_rerank_depth
-        if depth and not hybrid.reranks and set(using) >= {DENSE, BM25}:
+        if depth and not hybrid.reranks and _whole_pipeline(using):
             # No reranker model: passages whose best sentence answers the question better move up
             # (dev tune hit@1 0.710 -> 0.731, seed tune 0.802 -> 0.877-0.889).
             passages = extractive.by_best_sentence(text, to_passages(nodes[: max(k, depth)], view), view.bm25, depth)
