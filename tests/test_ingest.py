@@ -73,6 +73,19 @@ def test_ingest_embedded_then_noop_then_change_then_delete(settings_factory):
     assert _stored_ids(settings) == set(final.live_ids()) == primer_ids
 
 
+def test_a_knowledge_base_built_with_another_search_ef_is_searched_with_the_configured_one(settings_factory):
+    older = settings_factory(dense_search_ef=100)  # as an older version, on Chroma's default, built it
+    (older.docs_dir / "rag.md").write_text(EXTRA_DOC, encoding="utf-8")
+    run_ingest(older)
+    current = KnowledgeBase(older.model_copy(update={"dense_search_ef": 800}))
+    for name in ("chunks", "sentences"):
+        stored = current.client.get_collection(f"{older.collection}_{name}")  # as Chroma holds it
+        assert stored.configuration["hnsw"]["ef_search"] == 100
+        getattr(current, f"{name}_collection")()
+        stored = current.client.get_collection(f"{older.collection}_{name}")
+        assert stored.configuration["hnsw"]["ef_search"] == 800
+
+
 def test_chunks_in_chroma_slice_back_to_the_source(primer_settings, seed_text):
     view = KnowledgeBase(primer_settings).view()
     assert len(view.chunks) == len(view.bm25)
