@@ -34,13 +34,13 @@ from kb.text import tokenize
 log = logging.getLogger(__name__)
 
 MANIFEST_ID = "manifest"
+MANIFEST_FORMAT = 1
 READ_PAGE = 1000  # records per get/delete: Chroma's SQLite limits the variables of one statement
 # The HNSW graph of a new collection. e5 puts Chinese and English text in clusters of their own, and at
 # Chroma's defaults (16 links, ef_construction 100) the graph of the dev corpus's 3,707 sentence vectors
 # left an English question's nearest sentence, a Chinese one, unreachable even at ef_search 800. With 32
 # links built at 200: 1 of the true top 20 missed over 191 questions (7 before), build 0.5 s, same query time.
 HNSW_GRAPH = {"max_neighbors": 32, "ef_construction": 200}
-MANIFEST_FORMAT = 1
 
 
 class KnowledgeBaseError(KbqaError):
