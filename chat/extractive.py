@@ -146,7 +146,7 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
     for rank, passage, spans, headings in quotable:
         for span in spans:
             # A table row is read with its header: the column names carry half its meaning.
-            header = (table_header(passage, span) or "") if span.is_table_row else ""
+            header = filled_columns(table_header(passage, span) or "", span.text) if span.is_table_row else ""
             # So is a sentence with the sub-heading it stands under inside the passage: in an FAQ
             # the question is the heading and the answer's own words may share none of it; the
             # sentence is as close to the question as its sub-heading is, if that is closer.
@@ -316,17 +316,32 @@ def _cells(row: str) -> list[str]:
     return [_MARKUP.sub("", cell).strip() for cell in row.strip().strip("|").split("|")]
 
 
+def filled_columns(header: str, row: str) -> str:
+    """The header's column names over the cells of ``row`` that hold something.
+
+    An empty cell states nothing: a row whose 'Recommended' cell is blank does not answer
+    'which are recommended?'. A header that does not line up with the row is kept whole.
+    """
+    names, values = _cells(header), _cells(row)
+    if len(names) != len(values):
+        return header
+    return " | ".join(name for name, value in zip(names, values, strict=True) if value)
+
+
 def spell_out_row(header: str, row: str) -> str:
-    """'| **显存需求** | 极大 | 极小 |' under '| 维度 | 全量 | LoRA |' -> '显存需求：全量：极大；LoRA：极小'."""
+    """'| **显存需求** | 极大 | 极小 |' under '| 维度 | 全量 | LoRA |' -> '显存需求：全量：极大；LoRA：极小'.
+
+    Empty cells are left out (they would read 'Recommended：' with nothing after it).
+    """
     names, values = _cells(header), _cells(row)
     if len(values) < 2 or len(names) != len(values):
         return " | ".join(values)
     # A cell's own "。" would end the spelled-out sentence before its citation mark.
     pairs = "，".join(
         f"{name}：{value.replace('<br>', '，').replace('。', '，').rstrip('，')}"
-        for name, value in zip(names[1:], values[1:], strict=True)
+        for name, value in zip(names[1:], values[1:], strict=True) if value
     )
-    return f"{values[0]} — {pairs}"
+    return f"{values[0]} — {pairs}" if pairs else values[0]
 
 
 def compose(extracts: Sequence[Extract]) -> str:

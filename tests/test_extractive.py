@@ -79,6 +79,24 @@ def test_code_fences_and_lone_brackets_are_never_quoted():
     assert not any(q.startswith("```") or q in "{}" for q in quoted)
 
 
+def test_a_table_row_is_read_with_the_columns_it_fills():
+    """A blank cell states nothing: the row with a value under 'Recommended' answers 'which are
+    recommended?', and no row is spelled out as 'Recommended：' with nothing after it."""
+    from chat.extractive import candidates, display_text, select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = "| Type | Recommended |\n| --- | --- |\n| q2_K | |\n| q3_K_M | |\n| q4_K_M | yes |\n| q5_0 | |\n"
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
+    passage = Passage(id="t", text=text, doc="d.md", section="Quantization", start=0, end=len(text), score=1.0)
+    chosen = select("Which type is recommended?", [passage], bm25)
+    assert chosen[0].span.text == "| q4_K_M | yes |"
+    blank = next(span for span in candidates(passage)
+                 if span.text.startswith("| q2_K"))
+    assert display_text(passage, blank) == "q2_K"
+    assert display_text(passage, chosen[0].span) == "q4_K_M — Recommended：yes"
+
+
 def _faq_passage() -> Passage:
     # Two small FAQ entries merged into one chunk under their common parent: the chunk's section path
     # names neither question, and the second answer shares no word with its own question.
