@@ -234,6 +234,15 @@ def _sentence_unit(sid: str) -> int | None:
     return int(unit) if unit.isdigit() else None
 
 
+def dense_request_sizes(k: int) -> tuple[int, int]:
+    """How many chunk vectors and sentence vectors a dense search for ``k`` chunks asks Chroma for.
+
+    A few more chunks than ``k``, as orphans and non-candidates are skipped; four sentences a chunk,
+    as a chunk's best sentences crowd the list.
+    """
+    return k + 16, 4 * k + 16
+
+
 @dataclass(frozen=True)
 class DenseHit:
     """A chunk the dense search found: its best cosine, and its sentences that came up (unit -> cosine)."""
@@ -553,11 +562,12 @@ class KnowledgeBase:
                 return []
             # A very wide scope would exceed SQLite's variable limit; there the live filter below suffices.
             sentence_where = {"chunk_id": {"$in": sorted(live)}} if len(live) <= 5000 else None
-        got = self._call(self.chunks_collection().query, query_embeddings=[vector], n_results=k + 16,
+        n_chunks, n_sentences = dense_request_sizes(k)
+        got = self._call(self.chunks_collection().query, query_embeddings=[vector], n_results=n_chunks,
                          where=chunk_where, include=["distances"])
         for cid, dist in zip(got["ids"][0], got["distances"][0], strict=True):
             scores[cid] = 1.0 - dist
-        got = self._call(self.sentences_collection().query, query_embeddings=[vector], n_results=4 * k + 16,
+        got = self._call(self.sentences_collection().query, query_embeddings=[vector], n_results=n_sentences,
                          where=sentence_where, include=["distances", "metadatas"])
         for sid, meta, dist in zip(got["ids"][0], got["metadatas"][0], got["distances"][0], strict=True):
             if not meta:  # deleted since the segment was loaded (a reopen follows the next commit)

@@ -180,14 +180,14 @@ def test_dense_search_finds_the_exact_nearest_chunks(dev_test_base):
 
     from eval.data.gold import DEV_QA_PATH, load_gold
     from kb.embeddings import shared_embedding
-    from kb.index import KnowledgeBase
+    from kb.index import KnowledgeBase, dense_request_sizes
 
     settings = dev_test_kb(dev_test_base)
     kb = KnowledgeBase(settings)
     live = set(kb.read_manifest().live_ids())
     k = settings.dense_depth
     stored = {}
-    for name, depth in (("chunks", k + 16), ("sentences", 4 * k + 16)):  # as many as dense_search asks for
+    for name, depth in zip(("chunks", "sentences"), dense_request_sizes(k), strict=True):  # as dense_search asks
         got = getattr(kb, f"{name}_collection")().get(include=["embeddings", "metadatas"])
         owners = got["ids"] if name == "chunks" else [meta["chunk_id"] for meta in got["metadatas"]]
         vectors = np.asarray(got["embeddings"])
@@ -212,6 +212,5 @@ def test_dense_search_finds_the_exact_nearest_chunks(dev_test_base):
         assert {cid for cid, sim in exact if sim > cutoff} <= {hit.chunk_id for hit in hits}, row.question
         for hit in hits:
             assert abs(hit.score - best[hit.chunk_id]) < 1e-4, row.question
-            found = sorted(hit.sentences.values())
             for sim in sentences.get(hit.chunk_id, []):  # every near sentence came back (answers pick among them)
-                assert any(abs(sim - got) < 1e-4 for got in found), row.question
+                assert any(abs(sim - got) < 1e-4 for got in hit.sentences.values()), row.question
