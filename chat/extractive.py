@@ -45,7 +45,9 @@ _META_WORDS = {"faq", "doc", "document", "section", "table", "text", "article", 
 
 _WORDISH = re.compile(r"[\w\u4e00-\u9fff]")
 _HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
-_MARKUP = re.compile(r"\*\*|`|^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
+# Bold marks, list and quote markers go from what an answer shows; inline code keeps its backticks: it
+# reads as code, and the dot of ``pip install -e .`` is then no sentence end when the answer is checked.
+_MARKUP = re.compile(r"\*\*|^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,9 @@ _SMALL_SLOPE = 4.0  # ... plus this times how far it falls short
 # than one level above its own heading costs this much per level (siblings under their parent: 0).
 _MERGE_UP = 1.5
 
+# Heading level of a ``<details>`` summary: relative, half a level under the heading it stands in, so
+# the block's own ATX sub-headings nest inside it and ``</details>`` returns to that heading.
+_DETAILS_LEVEL = 0
 _MAX_TITLE = 48  # a list item longer than this is prose, not a title
 _MAX_QUESTION = 64  # FAQ questions are kept whole up to this length in the heading path
 _MIN_SUBSECTION_BODY = 60  # non-space characters a numbered item needs to become a section
@@ -354,6 +357,10 @@ def _markdown_block_at(lines: list[_Line], i: int, blank_before: bool) -> tuple[
         end = _fence_end(lines, i, fence.group(1))
         last = max(k for k in range(i, end + 1) if not lines[k].blank)
         return [_Block("code", i, last, blank_before)], end + 1
+    if (summary := markup.details_title(line.text)) is not None:
+        return [_Block("heading", i, i, blank_before, level=_DETAILS_LEVEL, title=_clean_title(summary))], i + 1
+    if markup.DETAILS_CLOSE_RE.match(line.text):
+        return [_Block("para", i, i, blank_before)], i + 1
     if heading := _ATX_RE.match(line.text):
         title = _clean_title(heading.group(2) or "")
         return [_Block("heading", i, i, blank_before, level=len(heading.group(1)), title=title)], i + 1
@@ -487,6 +494,8 @@ def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -
         return False
     if _FENCE_RE.match(line.text) or _ATX_RE.match(line.text) or _RULE_RE.match(line.text):
         return True
+    if markup.DETAILS_SUMMARY_RE.match(line.text) or markup.DETAILS_CLOSE_RE.match(line.text):
+        return True
     if _setext_level(lines, i) or _SETEXT_RE.match(line.text):
         return True
     if _is_table_start(lines, i):
@@ -505,7 +514,7 @@ def _outline(lines: list[_Line], blocks: list[_Block], title: str = "") -> list[
     # Text before the first heading (here: how the document was written) needs a path of its
     # own; a document with a single top-level title gives it that title, and a document
     # without one roots every path in the title of its metadata (front matter), if any.
-    stack: list[tuple[int, str]] = []
+    stack: list[tuple[float, str]] = []
     if len(titles) == 1:
         base: tuple[str, ...] = (titles[0],)
     elif title:
@@ -515,17 +524,34 @@ def _outline(lines: list[_Line], blocks: list[_Block], title: str = "") -> list[
         base = (PREAMBLE_TITLE,) if headings else ()
     sections = [_Section(base)]
     sub_end: int | None = None  # last line of the numbered sub-section being filled
+    details: list[tuple[int, tuple[float, str]]] = []  # open <details> blocks: stack depth, stack entry
     for k, block in enumerate(blocks):
         if sub_end is not None and block.first > sub_end:
             sections.append(_Section(base))  # back in the parent after the numbered item's body
             sub_end = None
-        if block.kind == "heading":
+        if block.kind == "heading" and block.level == _DETAILS_LEVEL:
+            entry = ((stack[-1][0] if stack else 0) + 0.5, block.title)
+            details.append((len(stack), entry))
+            stack.append(entry)
+            base = tuple(title for _, title in stack if title)
+            sections.append(_Section(base))
+            sub_end = None
+        elif block.kind == "heading":
             while stack and stack[-1][0] >= block.level and stack[-1][0] > 0:
                 stack.pop()
             stack.append((block.level, block.title))
             base = tuple(title for _, title in stack if title)
             sections.append(_Section(base))
             sub_end = None
+        elif block.kind == "para" and details and markup.DETAILS_CLOSE_RE.match(lines[block.first].text):
+            sections[-1].add(block)  # the closing tag ends what it closes
+            depth, entry = details.pop()
+            if len(stack) > depth and stack[depth] is entry:  # not already closed by a higher heading
+                del stack[depth:]
+            base = tuple(title for _, title in stack if title)
+            sections.append(_Section(base))
+            sub_end = None
+            continue
         elif block.kind == "rule" and (question := _faq_question(lines, blocks, k)):
             sections[-1].add(block)  # the rule closes what came before it
             base = (FAQ_TITLE, question)

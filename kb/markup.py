@@ -38,6 +38,11 @@ _GITHUB_ALERT_RE = re.compile(r"^([ \t]*>[ \t]*)\[!(?:NOTE|TIP|IMPORTANT|WARNING
                               re.MULTILINE | re.IGNORECASE)
 _RST_DIRECTIVE_RE = re.compile(r"^[ \t]*\.\.[ \t]+[\w:-]+::[^\n]*$", re.MULTILINE)
 _RST_ROLE_RE = re.compile(r":[\w:-]+:`([^`\n]*)`")
+# A collapsible block of a README, ``<details><summary>Title</summary> ... </details>``: GitHub shows it
+# as a titled section, so the outline treats the summary line as a heading and the closing tag as its end.
+DETAILS_SUMMARY_RE = re.compile(r"^[ \t]*(?:<details\b[^>]*>[ \t]*)?<summary\b[^>]*>(?P<title>.*?)</summary>[ \t]*$",
+                                re.IGNORECASE)
+DETAILS_CLOSE_RE = re.compile(r"^[ \t]*</details>[ \t]*$", re.IGNORECASE)
 _BLANKS_RE = re.compile(r"[ \t]+\n")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 
@@ -92,6 +97,12 @@ _CLEANING: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
     (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.MULTILINE), ""),  # heading marks (the heading stays)
     (re.compile(r"\*\*|__|`"), ""),  # emphasis and code marks
 )
+
+
+def details_title(line: str) -> str | None:
+    """The title of a ``<summary>`` line that opens a collapsible block, tags removed; else None."""
+    match = DETAILS_SUMMARY_RE.match(line)
+    return " ".join(_TAG_RE.sub(" ", html.unescape(match.group("title"))).split()) if match else None
 
 
 def clean_markup(text: str) -> str:

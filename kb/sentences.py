@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kb import markup
 from kb.markup import table_separator
 
 # Sentence ends for every splitter: CJK ones end a sentence wherever they stand, ASCII ones only
@@ -83,7 +84,7 @@ class Span:
     end: int
     text: str
     is_table_row: bool = False
-    is_heading: bool = False  # a Markdown heading line: a label, not a statement
+    is_heading: bool = False  # a Markdown heading line (or a <details> summary): a label, not a statement
 
 
 def split_sentences(text: str) -> list[Span]:
@@ -99,7 +100,7 @@ def split_sentences(text: str) -> list[Span]:
         if stripped.startswith("|"):
             spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
             continue
-        if stripped.startswith("#"):
+        if stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped):
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
         spans.extend(sentences_in_line(line, line_start))

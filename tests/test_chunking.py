@@ -331,6 +331,32 @@ def test_heading_paths_nest_and_strip_markup() -> None:
     assert sections[-1] == "文档标题 > 第二部分"
 
 
+def test_a_details_block_is_a_section_titled_by_its_summary() -> None:
+    # GitHub shows <details><summary>…</summary> as a titled, collapsible section: its text (and the
+    # ATX sub-headings inside it) belong under that title, and </details> returns to the heading it is in.
+    text = (
+        "## 安装\n\n" + "通用的安装说明。" * 12 + "\n\n"
+        "<details><summary>Windows <b>用户指南</b></summary>\n\n"
+        "#### 安装依赖\n\n" + "在 Windows 上安装依赖的说明。" * 10 + "\n\n"
+        "</details>\n\n"
+        "<details>\n<summary>昇腾 NPU 用户指南</summary>\n"
+        + "在昇腾 NPU 上请使用专用的环境变量来指定运算设备。" * 6 + "\n</details>\n\n"
+        + "安装完成后的检查步骤，适用于所有平台。" * 8 + "\n\n"
+        "## 使用\n\n" + "使用说明。" * 30 + "\n"
+    )
+    chunks = chunk_markdown(text, "d.md", max_chars=300, min_chars=60)
+    assert_well_formed(text, chunks, 300)
+    by_phrase = {phrase: chunk_at(chunks, phrase, text).section
+                 for phrase in ("通用的安装说明", "在 Windows 上安装依赖", "专用的环境变量", "安装完成后的检查步骤", "使用说明")}
+    assert by_phrase == {
+        "通用的安装说明": "安装",
+        "在 Windows 上安装依赖": "安装 > Windows 用户指南 > 安装依赖",
+        "专用的环境变量": "安装 > 昇腾 NPU 用户指南",
+        "安装完成后的检查步骤": "安装",
+        "使用说明": "使用",
+    }
+
+
 def test_numbered_items_become_sections_only_with_a_real_body() -> None:
     body = "   这一项下面有缩进的正文，长度足够成为一个小节的内容。" * 3
     text = (

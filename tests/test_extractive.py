@@ -97,6 +97,27 @@ def test_a_table_row_is_read_with_the_columns_it_fills():
     assert display_text(passage, chosen[0].span) == "q4_K_M — Recommended：yes"
 
 
+def test_an_answer_quoting_inline_code_keeps_its_citation():
+    """``pip install -e .`` ends in a dot. Shown without its backticks, that dot read as a sentence end
+    when the answer was checked; what stood after it ('解决。') was too short to be a claim, and the answer
+    came out with no citation at all."""
+    from chat.citations import check_sentences
+    from chat.extractive import compose, quoted_spans, select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    sentence = "遇到包冲突时，可使用 `pip install --no-deps -e .` 解决。"
+    text = f"安装步骤见上文。\n\n{sentence}\n"
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
+    passage = Passage(id="t", text=text, doc="d.md", section="安装", start=0, end=len(text), score=1.0)
+    extracts = select("安装时遇到包冲突怎么办？", [passage], bm25)
+    answer = compose(extracts)
+    assert answer.startswith(sentence)
+    citations, checks = check_sentences(answer, [passage], None, quoted_spans(extracts))
+    assert [c.quote for c in citations] == [sentence]
+    assert all(check.cites for check in checks)
+
+
 def _faq_passage() -> Passage:
     # Two small FAQ entries merged into one chunk under their common parent: the chunk's section path
     # names neither question, and the second answer shares no word with its own question.
