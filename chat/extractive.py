@@ -215,7 +215,34 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
         if sum(len(s.text) for _, s in chosen) >= MIN_ANSWER_CHARS and not best.is_table_row:
             break
         chosen.append((best_rank, span))
+    if not best.is_table_row:  # a table row is continued by the rows under it, never led into
+        chosen = _with_lead_in(passage, best, chosen)
     return _extracts(passages, chosen)
+
+
+def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]]) -> list[tuple[int, Span]]:
+    """``chosen`` after the sentences just before the best one, while the answer is still short.
+
+    When the best sentence ends its sub-section it cannot be continued; what leads into it is then the
+    nearest context (an endpoint's ``GET /api/ps`` above its one-line description, the sentence a
+    paragraph's last remark qualifies). Only within the best sentence's sub-section, nearest first.
+    """
+    headings = local_headings(passage)
+    quotable = {s.start for s in candidates(passage)}
+    lead: list[Span] = []
+    length = sum(len(s.text) for _, s in chosen)
+    for span in reversed([s for s in split_sentences(passage.text) if s.end <= best.start]):
+        if length >= MIN_ANSWER_CHARS or len(chosen) + len(lead) >= MAX_UNITS:
+            break
+        if span.is_heading or headings.get(span.start) != headings.get(best.start):
+            break
+        if span.start not in quotable:
+            continue
+        if length + len(span.text) > MAX_ANSWER_CHARS:
+            break
+        lead.append(span)
+        length += len(span.text)
+    return [(chosen[0][0], s) for s in reversed(lead)] + chosen
 
 
 def candidates(passage: Passage) -> list[Span]:

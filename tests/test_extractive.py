@@ -107,7 +107,7 @@ def test_an_answer_quoting_inline_code_keeps_its_citation():
     from kb.text import tokenize
 
     sentence = "遇到包冲突时，可使用 `pip install --no-deps -e .` 解决。"
-    text = f"安装步骤见上文。\n\n{sentence}\n"
+    text = f"### 包冲突\n\n{sentence}\n\n### 其他\n\n安装步骤见上文。\n"
     bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
     passage = Passage(id="t", text=text, doc="d.md", section="安装", start=0, end=len(text), score=1.0)
     extracts = select("安装时遇到包冲突怎么办？", [passage], bm25)
@@ -116,6 +116,25 @@ def test_an_answer_quoting_inline_code_keeps_its_citation():
     citations, checks = check_sentences(answer, [passage], None, quoted_spans(extracts))
     assert [c.quote for c in citations] == [sentence]
     assert all(check.cites for check in checks)
+
+
+def test_a_short_answer_that_ends_its_sub_section_is_led_into():
+    """The best sentence closes its sub-section, so it cannot be continued: the answer takes the
+    sentences just before it instead (an endpoint above its description), never across a heading."""
+    from chat.extractive import select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("## Running models\n\n```shell\nGET /api/running\n```\n\n"
+            "Lists the models that are loaded into memory right now.\n\n"
+            "## Durations\n\nEvery duration is given in nanoseconds.\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
+    passage = Passage(id="t", text=text, doc="d.md", section="API", start=0, end=len(text), score=1.0)
+    chosen = select("Which endpoint lists the models loaded into memory?", [passage], bm25)
+    assert [e.display for e in chosen] == ["GET /api/running", "Lists the models that are loaded into memory right now."]
+    # Under its own heading, a short last sentence has nothing to lead into it.
+    only = select("In which unit is a duration given?", [passage], bm25)
+    assert [e.display for e in only] == ["Every duration is given in nanoseconds."]
 
 
 def _faq_passage() -> Passage:
@@ -147,7 +166,7 @@ def test_a_sentence_is_read_with_the_sub_heading_it_stands_under():
 def test_the_dense_searchs_closest_sentence_breaks_a_lexical_tie():
     """Two sentences under one heading cover the question's words equally; the one the dense search
     found closer to the question (its sentence vector) is quoted, and without that signal the first is."""
-    from chat.extractive import select
+    from chat.extractive import score_sentences, select
     from kb.bm25 import BM25Index
     from kb.text import tokenize
 
@@ -158,8 +177,12 @@ def test_the_dense_searchs_closest_sentence_breaks_a_lexical_tie():
     near = Passage(id="p", text=text, doc="d.md", section="镜像 > 端口", start=0, end=len(text), score=1.0,
                    sentence_scores={text.index("端口 7860"): 0.81, second: 0.86})
     question = "镜像的端口用来做什么？"
-    assert select(question, [plain], bm25)[0].span.start == 0
-    assert select(question, [near], bm25)[0].span.start == second
+
+    def best(passage: Passage) -> int:
+        return max(score_sentences(question, [passage], bm25), key=lambda item: item.score).span.start
+
+    assert best(plain) == 0 and select(question, [plain], bm25)[0].span.start == 0
+    assert best(near) == second and second in [e.span.start for e in select(question, [near], bm25)]
 
 
 def test_a_sentence_is_as_close_to_the_question_as_its_sub_heading():
