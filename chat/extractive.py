@@ -342,7 +342,8 @@ def table_header(passage: Passage, row: Span) -> str | None:
 
 
 def _cells(row: str) -> list[str]:
-    return [_MARKUP.sub("", cell).strip() for cell in row.strip().strip("|").split("|")]
+    # Only bold marks go: a cell is no list item, and a lone "*" (a mark in a "Recommended" column) is its value.
+    return [cell.replace("**", "").strip() for cell in row.strip().strip("|").split("|")]
 
 
 def filled_columns(header: str, row: str) -> str:

@@ -95,6 +95,11 @@ def test_a_table_row_is_read_with_the_columns_it_fills():
                  if span.text.startswith("| q2_K"))
     assert display_text(passage, blank) == "q2_K"
     assert display_text(passage, chosen[0].span) == "q4_K_M — Recommended：yes"
+    # A lone "*" marks a cell as filled; it is no list marker.
+    starred = Passage(id="s", text=text.replace("yes", "*"), doc="d.md", section="Quantization", start=0,
+                      end=len(text) - 2, score=1.0)
+    chosen = select("Which type is recommended?", [starred], bm25)
+    assert display_text(starred, chosen[0].span) == "q4_K_M — Recommended：*"
 
 
 def test_an_answer_quoting_inline_code_keeps_its_citation():
