@@ -12,7 +12,7 @@ the first fused passages when no reranker model is configured (``by_best_sentenc
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from chat.passages import Passage
@@ -208,11 +208,12 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     following = [s for s in candidates(passage) if s.start > best.start]
     headings = local_headings(passage)
     for span in following:
-        if len(chosen) >= MAX_UNITS or sum(len(s.text) for _, s in chosen) + len(span.text) > MAX_ANSWER_CHARS:
+        spans = [s for _, s in chosen]
+        if _units(spans) >= MAX_UNITS or sum(len(s.text) for s in spans) + len(span.text) > MAX_ANSWER_CHARS:
             break
         if headings.get(span.start) != headings.get(best.start):
             break  # the next sub-section: another topic (on dev tune as many evidence spans, none run on)
-        if sum(len(s.text) for _, s in chosen) >= MIN_ANSWER_CHARS and not best.is_table_row:
+        if _said(spans) >= MIN_ANSWER_CHARS and not best.is_table_row:
             break
         chosen.append((best_rank, span))
     if not best.is_table_row:  # a table row is continued by the rows under it, never led into
@@ -230,9 +231,9 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]]) 
     headings = local_headings(passage)
     quotable = {s.start for s in candidates(passage)}
     lead: list[Span] = []
-    length = sum(len(s.text) for _, s in chosen)
+    length = _said(s for _, s in chosen)
     for span in reversed([s for s in split_sentences(passage.text) if s.end <= best.start]):
-        if length >= MIN_ANSWER_CHARS or len(chosen) + len(lead) >= MAX_UNITS:
+        if length >= MIN_ANSWER_CHARS or _units([*(s for _, s in chosen), *lead]) >= MAX_UNITS:
             break
         if span.is_heading or headings.get(span.start) != headings.get(best.start):
             break
@@ -241,7 +242,7 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]]) 
         if length + len(span.text) > MAX_ANSWER_CHARS:
             break
         lead.append(span)
-        length += len(span.text)
+        length += _said([span])
     return [(chosen[0][0], s) for s in reversed(lead)] + chosen
 
 
@@ -250,7 +251,10 @@ def candidates(passage: Passage) -> list[Span]:
     spans = split_sentences(passage.text)
     out = []
     for i, span in enumerate(spans):
-        if span.is_heading or _is_label(span.text) or _says_nothing(span.text):
+        # A line ending in a colon is quotable too: "For reproducible outputs, set seed to a number:" can be
+        # the answer, and a label that wins is continued with what it introduces (labels count as no
+        # statement against the answer's bounds; dev tune evidence +2, seed tune +2).
+        if span.is_heading or _says_nothing(span.text):
             continue
         if span.is_table_row and (i == 0 or not spans[i - 1].is_table_row) and not _starts_after_context(passage, span):
             continue  # the header row: column names, no facts
@@ -290,8 +294,18 @@ def _says_nothing(text: str) -> bool:
 
 
 def _is_label(text: str) -> bool:
-    """'- **对比选型：**' or '以下是…对比表格：' introduces what follows; on its own it says nothing."""
+    """'- **对比选型：**' or '以下是…对比表格：' introduces what follows."""
     return _MARKUP.sub("", text).strip().endswith(("：", ":"))
+
+
+def _units(spans: Iterable[Span]) -> int:
+    """How many statements ``spans`` make: a label only introduces one, so it does not count."""
+    return sum(not _is_label(s.text) for s in spans)
+
+
+def _said(spans: Iterable[Span]) -> int:
+    """Characters of ``spans`` that state something (labels left out), against the answer length bounds."""
+    return sum(len(s.text) for s in spans if not _is_label(s.text))
 
 
 def _starts_after_context(passage: Passage, span: Span) -> bool:

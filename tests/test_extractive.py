@@ -142,6 +142,22 @@ def test_a_short_answer_that_ends_its_sub_section_is_led_into():
     assert [e.display for e in only] == ["Every duration is given in nanoseconds."]
 
 
+def test_a_line_ending_in_a_colon_is_quoted_with_what_it_introduces():
+    """'For reproducible outputs, set seed to a number:' is the answer; the request it introduces follows
+    it, and the label counts as no statement against the three the answer may quote."""
+    from chat.extractive import select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("### Examples\n\nFor reproducible outputs, set `seed` to a number:\n\n```shell\n"
+            "curl http://localhost:11434/api/generate -d '{\n  \"seed\": 123\n}'\n```\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
+    passage = Passage(id="t", text=text, doc="d.md", section="Generate", start=0, end=len(text), score=1.0)
+    chosen = select("How do I get reproducible outputs?", [passage], bm25)
+    assert [e.display for e in chosen] == ["For reproducible outputs, set `seed` to a number:",
+                                           "curl http://localhost:11434/api/generate -d '{", '"seed": 123']
+
+
 def _faq_passage() -> Passage:
     # Two small FAQ entries merged into one chunk under their common parent: the chunk's section path
     # names neither question, and the second answer shares no word with its own question.
