@@ -1108,7 +1108,10 @@ def _merge_up_cost(paths: list[tuple[str, ...]]) -> float:
         while n < min(common, len(path)) and paths[0][n] == path[n]:
             n += 1
         common = n
-    return _MERGE_UP * sum(max(0, len(p) - 1 - common) for p in paths)
+    # Labelled by no heading at all (sections under different top-level headings), a chunk loses every
+    # section's path: that counts as one more level up.
+    root = 1 if common == 0 and any(paths) else 0
+    return _MERGE_UP * sum(max(0, len(p) - 1 - common) + root for p in paths)
 
 
 def _to_chunks(source: str, doc: str, spans: list[_Span]) -> list[Chunk]:

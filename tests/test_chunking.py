@@ -357,6 +357,16 @@ def test_a_details_block_is_a_section_titled_by_its_summary() -> None:
     }
 
 
+def test_sections_under_different_top_level_headings_keep_their_paths() -> None:
+    # Merged, two top-level sections of a README without a title would share a chunk labelled by no
+    # heading at all; siblings under one parent still merge under it.
+    body = "这一节的正文说明了一个独立的主题，内容足够长，可以单独成为一个检索块。" * 4
+    text = f"## 许可\n\n{body}\n\n## 致谢\n\n{body}\n\n## 安装\n\n### 依赖\n\n{body}\n\n### 构建\n\n{body}\n"
+    chunks = chunk_markdown(text, "r.md", max_chars=900, min_chars=120)
+    assert_well_formed(text, chunks, 900)
+    assert [c.section for c in chunks] == ["许可", "致谢", "安装"]
+
+
 def test_numbered_items_become_sections_only_with_a_real_body() -> None:
     body = "   这一项下面有缩进的正文，长度足够成为一个小节的内容。" * 3
     text = (
