@@ -65,8 +65,11 @@ def coverage(tokens: Sequence[str], text: str, bm25: BM25Index) -> float:
     total = sum(weights.values())
     if not total:
         return 0.0
+    # A Chinese token is found inside the text (jieba may cut the text otherwise); an English one may be a
+    # stem ("memori"), which is found among the text's own tokens.
     haystack = normalize(text)
-    return sum(w for t, w in weights.items() if t in haystack) / total
+    words = set(tokenize(text))
+    return sum(w for t, w in weights.items() if t in haystack or t in words) / total
 
 
 # Questions addressed to the assistant itself ("ignore previous instructions", "print your system

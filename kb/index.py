@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -29,7 +30,7 @@ from kb.bm25 import BM25Index
 from kb.chunk import Chunk
 from kb.errors import KbqaError
 from kb.settings import Settings
-from kb.text import tokenize
+from kb.text import TOKENIZER_VERSION, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +589,8 @@ class KnowledgeBase:
 
     # --- views for readers -----------------------------------------------------------
     def view_cache_path(self, generation: int) -> Path:
-        return self.settings.cache_dir / f"{self.settings.collection}-g{generation}.npz"
+        # The BM25 index in it holds tokens: another tokenizer's cache is another file.
+        return self.settings.cache_dir / f"{self.settings.collection}-g{generation}-t{TOKENIZER_VERSION}.npz"
 
     def build_view(self, manifest: Manifest, chunks: dict[str, Chunk]) -> IndexView:
         ids = manifest.live_ids()
@@ -688,12 +690,14 @@ class KnowledgeBase:
         return self.build_view(manifest, self.load_chunks(manifest.live_ids()))
 
     def remove_stale_caches(self, keep_generation: int) -> None:
-        prefix = f"{self.settings.collection}-g"
+        """Drop the view caches of other generations, and of other tokenizers (older releases named none)."""
         if not self.settings.cache_dir.exists():
             return
-        for path in self.settings.cache_dir.glob(f"{prefix}*"):
-            generation = path.name[len(prefix):].split(".", 1)[0]
-            if generation.isdigit() and int(generation) != keep_generation:
+        keep = self.view_cache_path(keep_generation).stem
+        ours = re.compile(rf"{re.escape(self.settings.collection)}-g\d+(?:-t[\w]+)?")
+        for path in self.settings.cache_dir.glob(f"{self.settings.collection}-g*"):
+            stem = path.name.removesuffix(".chunks.json").removesuffix(".npz")
+            if ours.fullmatch(stem) and stem != keep:
                 path.unlink(missing_ok=True)
 
 

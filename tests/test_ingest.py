@@ -14,7 +14,9 @@ import pytest
 
 from ingest.__main__ import main as ingest_main
 from ingest.pipeline import IngestError, run_ingest
+from kb.bm25 import BM25Index
 from kb.index import IndexMismatch, KnowledgeBase
+from kb.text import query_tokens
 from tests.conftest import ROOT, SEED_DOC, make_settings
 
 EXTRA_DOC = """# RAG 小抄
@@ -84,6 +86,28 @@ def test_a_knowledge_base_built_with_another_search_ef_is_searched_with_the_conf
         getattr(current, f"{name}_collection")()
         stored = current.client.get_collection(f"{older.collection}_{name}")
         assert stored.configuration["hnsw"]["ef_search"] == 800
+
+
+def test_a_bm25_cache_made_by_an_older_tokenizer_is_never_read_and_goes_at_the_next_ingest(settings_factory):
+    # An upgrade: the previous release cached each generation's BM25 index as "<collection>-g<N>.npz",
+    # with tokens its tokenizer made (no English stems). Read, every stemmed query would miss.
+    settings = settings_factory()
+    (settings.docs_dir / "api.md").write_text(
+        "# API\n\n## Blobs\n\nChecking whether a blob exists returns status codes 200 or 404.\n", encoding="utf-8")
+    report = run_ingest(settings)
+    kb = KnowledgeBase(settings)
+    ids = kb.read_manifest().live_ids()
+    older = settings.cache_dir / f"{settings.collection}-g{report.generation}.npz"
+    BM25Index.build(ids, [["checking", "codes"] for _ in ids]).save(older)
+    shutil.copy(kb.view_cache_path(report.generation).with_suffix(".chunks.json"), older.with_suffix(".chunks.json"))
+
+    view = KnowledgeBase(settings).view()
+    assert view.bm25.search(query_tokens("check codes"), 3), "the current tokenizer's index answers"
+    assert "checking" not in view.bm25.vocab
+
+    (settings.docs_dir / "more.md").write_text("# More\n\nAnother document.\n", encoding="utf-8")
+    run_ingest(settings)
+    assert not older.exists() and not older.with_suffix(".chunks.json").exists()
 
 
 def test_chunks_in_chroma_slice_back_to_the_source(primer_settings, seed_text):

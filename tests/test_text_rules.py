@@ -16,6 +16,7 @@ from ingest.chunking import _sentence_ends
 from kb.bm25 import BM25Index
 from kb.markup import clean_markup, table_separator
 from kb.sentences import ABBREVIATIONS, abbreviation_before, split_sentences
+from kb.text import query_tokens, tokenize
 
 
 def _texts(text: str) -> list[str]:
@@ -160,3 +161,10 @@ def test_bm25_a_repeated_query_term_counts_again_and_an_empty_index_scores_nothi
     assert twice == pytest.approx(2 * once) and once[1] == 0.0 and once[0] > 0
     empty = BM25Index.build([], [])
     assert len(empty) == 0 and empty.search(["a"], k=3) == [] and list(empty.scores(["a"])) == []
+
+
+def test_english_words_are_stemmed_and_acronyms_numbered_names_and_chinese_are_not():
+    assert tokenize("Checking codes of the retrievers") == tokenize("check code of the retriever")
+    assert tokenize("llama3 API GPU v2 检索器的代码") == ["llama3", "api", "gpu", "v2", "检索", "器", "的", "代码"]
+    index = BM25Index.build(["blob", "other"], [tokenize("Return 200 if the blob exists."), tokenize("List models.")])
+    assert index.search(query_tokens("Which status does checking that a blob existed return?"), 1)[0][0] == "blob"
