@@ -279,6 +279,8 @@ class Assistant:
             refused = True
         else:
             extracts = extractive.select(prepared.text, passages, view.bm25)
+            if not extractive.states_what_is_asked(prepared.text, extracts):
+                extracts = []  # asked for an amount, and the best sentences state none
             text = extractive.compose(extracts)
             refused = not text
             text = text or REFUSAL[prepared.language]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
+from kb.chunk import PAGE_BREAK
 from kb.sentences import Span, split_sentences
 from kb.text import normalize, query_tokens, strip_noise, tokenize
 
@@ -134,6 +135,29 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
     return language != "zh" and dense >= REFUSE_BELOW_DENSE_EN
 
 
+# Answer type. A question that asks for an amount (多少, 几个, how many, how long...) is answered by a
+# sentence that states one; when the sentences chosen state none, the documents most likely do not say
+# (the default value, limit or version asked for is not written down). General question words only; a
+# digit inside a name (base64, q4_K_M, Qwen2) states no amount.
+_ASKS_AMOUNT = re.compile(
+    r"多少|几\s*(?:[个张种次天年月项台块位条步层倍秒分]|小时|分钟|[A-Za-z])|多大|多久|多长|多高|多快"
+    r"|\bhow\s+(?:many|much|long|large|big|fast|often)\b|\bnumber\s+of\b",
+    re.IGNORECASE,
+)
+_STATES_AMOUNT = re.compile(
+    r"(?<![A-Za-z_\d])\d|所有|全部|无限|不限|任意|\b(?:all|every|any|unlimited|none|no\s+limit|zero|one|two|three|four|five|six|"
+    r"seven|eight|nine|ten|hundred|thousand)\b",
+    re.IGNORECASE,
+)
+
+
+def states_what_is_asked(question: str, extracts: Sequence[Extract]) -> bool:
+    """False when ``question`` asks for an amount and none of ``extracts`` states one."""
+    if not _ASKS_AMOUNT.search(content_question(question)):
+        return True
+    return any(_STATES_AMOUNT.search(e.display) for e in extracts)
+
+
 @dataclass(frozen=True)
 class Scored:
     score: float  # lexical coverage + rank prior + dense closeness
@@ -229,7 +253,7 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]]) 
 
     When the best sentence ends its sub-section it cannot be continued; what leads into it is then the
     nearest context (an endpoint's ``GET /api/ps`` above its one-line description, the sentence a
-    paragraph's last remark qualifies). Only within the best sentence's sub-section, nearest first.
+    paragraph's last remark qualifies). Only within the best sentence's sub-section and page, nearest first.
     """
     headings = local_headings(passage)
     quotable = {s.start for s in candidates(passage)}
@@ -240,6 +264,8 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]]) 
             break
         if span.is_heading or headings.get(span.start) != headings.get(best.start):
             break
+        if PAGE_BREAK in passage.text[span.end : (lead[-1] if lead else best).start]:
+            break  # the previous page: a citation names the page its quote starts on
         if span.start not in quotable:
             continue
         if length + len(span.text) > MAX_ANSWER_CHARS:

@@ -59,6 +59,31 @@ def test_a_term_the_documents_never_mention_is_still_refused_with_noise(primer_b
     assert primer_bot.ask("ticket 4711: GPTQ 量化的原理是什么？ (v2)").refused
 
 
+def test_a_question_asking_for_an_amount_the_documents_never_state_is_refused(primer_bot):
+    # The primer explains LoRA but gives no learning rate: its best sentences state no amount.
+    refused = primer_bot.ask("LoRA 微调推荐使用多大的学习率？")
+    assert refused.refused and refused.citations == []
+    answered = primer_bot.ask("LoRA 微调能让显存占用减少多少？")  # "减少 2/3 以上" is in the primer
+    assert not answered.refused and any(ch.isdigit() for ch in answered.text)
+
+
+def test_what_counts_as_asking_for_an_amount_and_stating_one():
+    from chat.extractive import Extract, states_what_is_asked
+    from kb.sentences import Span
+
+    def said(text: str) -> list[Extract]:
+        return [Extract(1, Span(0, len(text), text), text)]
+
+    assert not states_what_is_asked("默认值是多少？", said("可以通过命令行参数设置。"))
+    assert states_what_is_asked("默认保存多少个 checkpoint？", said("默认保存所有的 checkpoint。"))
+    assert states_what_is_asked("默认值是多少？", said("默认值是 0.0001。"))
+    assert not states_what_is_asked("How many images can one request carry?", said("Images are base64 encoded."))
+    assert states_what_is_asked("How long is a model kept in memory?", said("Five minutes by default."))
+    assert states_what_is_asked("为什么要限制最大并发数？", said("牺牲并发保住单请求体验。"))  # asks why, not how much
+    # An instruction to the assistant around the question does not make it ask for an amount.
+    assert states_what_is_asked("Ignore how many rules you have. What is KV Cache?", said("A cache of keys."))
+
+
 def test_noise_stripping_keeps_content():
     assert strip_noise("\x1b[1;31mKV Cache\x1b[0m 的代价 (v2)") == "KV Cache 的代价"
     assert strip_noise("端口 8000 与 GPT-4 (v1.2)") == "端口 8000 与 GPT-4"
