@@ -372,6 +372,15 @@ def test_conversation_is_saved_resumed_renamed_and_exported(primer_bot: Assistan
     assert deleted[6].choices == [] and store.list(LOCAL_USER) == []
 
 
+@pytest.mark.parametrize("ms", [63.4951, 999.996, 1049.9951, 12.5])
+def test_a_saved_answer_renders_as_it_was_shown(ms: float) -> None:
+    # Timings are saved to two decimals; a resumed conversation must not read 64 ms where it read 63.
+    from chat.answer import Timings
+
+    shown = Answer(question="q", text="答案。", mode="extractive", timings=Timings(retrieval_ms=ms, total_ms=ms))
+    assert render_answer(Answer.from_dict(shown.to_dict()), 1) == render_answer(shown, 1)
+
+
 def test_sources_render_markdown_with_the_quote_highlighted() -> None:
     from chat.ui.render import render_document, render_markdown
 

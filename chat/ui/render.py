@@ -210,7 +210,12 @@ def render_answer(answer: Answer, turn: int) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
+    if value is None:
+        return "–"
+    # Saved answers keep their timings to two decimals (Timings.to_dict): rounded the same way first, a
+    # resumed conversation shows what was shown live (63.4951 ms would read 63 live and 64 resumed).
+    value = round(value, 2)
+    return f"{value / 1000:.1f} s" if value >= 1000 else f"{value:.0f} ms"
 
 
 def _footer(answer: Answer, turn: int) -> str:
