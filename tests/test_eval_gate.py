@@ -110,9 +110,11 @@ def test_offline_judge_accuracy(results, claims_file):
 # ef_search 800 (2026-12-02), two fresh builds gave the same passages for every question: hit@1 0.792,
 # hit@5 0.917, MRR@10 0.851, ev@1000 0.875, evidence cited 0.667, refusals unchanged. The floors sit two
 # questions under that (one question is 0.014), for other CPUs' rounding at near ties.
+# 2026-12-02 (stemmed English BM25, lead-ins, labels quotable, answer-type refusal), two fresh builds: the
+# same retrieval; evidence cited 0.694, correct refusals 4 of 12 (0.333), wrong refusals 3 of 72 (0.042).
 DEV_TEST_THRESHOLDS: dict[str, Any] = {
     "retrieval": {"hit@1": 0.76, "hit@5": 0.89, "mrr@10": 0.83, "ev@1000": 0.85},  # at least (hybrid, answerable)
-    "extractive": {"evidence_cited": 0.64, "correct_refusal_rate": 0.16},  # at least
+    "extractive": {"evidence_cited": 0.66, "correct_refusal_rate": 0.24},  # at least
     "extractive_at_most": {"wrong_refusal_rate": 0.05, "quotes_not_in_documents": 0},
 }
 
