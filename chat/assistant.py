@@ -14,6 +14,7 @@ from chat import extractive
 from chat.answer import Answer, Notice, NoticeKind, Timings
 from chat.citations import check_sentences
 from chat.generation import ENABLE_HINT, AnswerCutOff, GenerationError, OllamaBackend, enable_hint
+from chat.glossary import english_gloss
 from chat.grounding import cosine
 from chat.passages import Passage
 from chat.prompts import REFUSAL, REWRITE_PROMPT, history_text, system_prompt, user_message
@@ -168,8 +169,10 @@ class Assistant:
         other = frozenset(doc for doc, lang in languages.items() if lang != language)
         if not whole or len(other) == len(languages):
             other = frozenset()  # or every document is in the other language: the dense search already is that
+        # A Chinese question's words looked up in English, for BM25 over the English documents.
+        gloss = english_gloss if language == "zh" and other else None
         return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights,
-                               reranker, s.rerank_depth, other_language_docs=other)
+                               reranker, s.rerank_depth, other_language_docs=other, gloss=gloss)
 
     # --- retrieval ---------------------------------------------------------------------
     def retrieve(self, question: str, k: int | None = None, *, variants: tuple[str, ...] = (),

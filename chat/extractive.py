@@ -15,12 +15,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from chat.glossary import english_word_groups
 from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
 from kb.sentences import Span, split_sentences
-from kb.text import normalize, query_tokens, strip_noise, tokenize
+from kb.text import detect_language, normalize, query_tokens, strip_noise, tokenize
 
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
@@ -60,17 +61,31 @@ class Extract:
 
 def coverage(tokens: Sequence[str], text: str, bm25: BM25Index) -> float:
     """IDF-weighted share of the question's tokens that occur in ``text``."""
-    # A word the index has never seen is the strongest sign the text is about something else.
+    return group_coverage([[t] for t in dict.fromkeys(tokens)], text, bm25)
+
+
+def group_coverage(groups: Sequence[Sequence[str]], text: str, bm25: BM25Index) -> float:
+    """IDF-weighted share of the question's words found in ``text``, each word a group of alternative
+    tokens (a Chinese word's English senses, chat/glossary.py): any one found is the word found."""
+    # A word the index has never seen is the strongest sign the text is about something else; a sense
+    # the index has never seen is only a sense nobody wrote, so a group weighs as its known tokens.
     unseen = bm25.idf("\0never-seen\0")
-    weights = {t: (bm25.idf(t) if t in bm25.vocab else unseen) or 0.1 for t in tokens}
-    total = sum(weights.values())
+    weights = []
+    for group in groups:
+        known = [bm25.idf(t) for t in group if t in bm25.vocab]
+        if known:
+            weights.append(max(known) or 0.1)
+        else:
+            weights.append((unseen or 0.1) if len(group) == 1 else 0.0)
+    total = sum(weights)
     if not total:
         return 0.0
     # A Chinese token is found inside the text (jieba may cut the text otherwise); an English one may be a
     # stem ("memori"), which is found among the text's own tokens.
     haystack = normalize(text)
     words = set(tokenize(text))
-    return sum(w for t, w in weights.items() if t in haystack or t in words) / total
+    return sum(w for group, w in zip(groups, weights, strict=True)
+               if any(t in haystack or t in words for t in group)) / total
 
 
 # Questions addressed to the assistant itself ("ignore previous instructions", "print your system
@@ -168,11 +183,18 @@ class Scored:
 
 def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Scored]:
     """Every candidate sentence of ``passages``, scored for how well it answers ``question``."""
-    tokens = query_tokens(content_question(question))
+    asked = content_question(question)
+    words = [[t] for t in dict.fromkeys(query_tokens(asked))]
+    chinese = detect_language(asked) == "zh"
+    english: list[list[str]] | None = None  # looked up once, and only when an English passage is scored
     quotable = [(rank, passage, candidates(passage), local_headings(passage)) for rank, passage in enumerate(passages, 1)]
     closest = max((sim for p in passages for sim in p.sentence_scores.values()), default=0.0)
     scored: list[Scored] = []
     for rank, passage, spans, headings in quotable:
+        groups = words
+        if chinese and detect_language(passage.text) == "en":
+            # A Chinese question over an English passage is read with its words' dictionary senses.
+            english = groups = english if english is not None else english_word_groups(asked)
         for span in spans:
             # A table row is read with its header: the column names carry half its meaning.
             header = filled_columns(table_header(passage, span) or "", span.text) if span.is_table_row else ""
@@ -181,7 +203,7 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
             # sentence is as close to the question as its sub-heading is, if that is closer.
             heading = headings.get(span.start)
             heading_text = heading.text.lstrip("#").strip() if heading else ""
-            lexical = coverage(tokens, f"{passage.section}\n{heading_text}\n{header}\n{span.text}", bm25)
+            lexical = group_coverage(groups, f"{passage.section}\n{heading_text}\n{header}\n{span.text}", bm25)
             found = [passage.sentence_scores[s.start] for s in (span, heading)
                      if s is not None and s.start in passage.sentence_scores]
             dense = _closeness(max(found) if found else None, closest)

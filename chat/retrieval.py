@@ -25,6 +25,7 @@ from kb.text import query_tokens
 DENSE = "dense"
 BM25 = "bm25"
 CROSS = "cross"  # dense search over the documents in another language than the question
+GLOSS = "gloss"  # BM25 over the English documents with a Chinese question's dictionary glosses (chat/glossary.py)
 SENTENCES = "sentences"  # node metadata: sentence unit -> cosine with the question, from the dense search
 
 Scope = frozenset[str] | None  # document names a question may search; None = all
@@ -157,7 +158,8 @@ class FusionWeights:
 
     rrf_k: float = _default("rrf_k")
     by_retriever: tuple[tuple[str, float], ...] = (
-        (DENSE, _default("dense_weight")), (BM25, _default("bm25_weight")), (CROSS, _default("cross_language_weight")))
+        (DENSE, _default("dense_weight")), (BM25, _default("bm25_weight")), (CROSS, _default("cross_language_weight")),
+        (GLOSS, _default("gloss_weight")))
 
     def weight(self, name: str) -> float:
         return dict(self.by_retriever).get(name, 1.0)
@@ -166,7 +168,8 @@ class FusionWeights:
     def from_settings(cls, settings: Settings, language: str = "zh") -> FusionWeights:
         bm25 = settings.bm25_weight if language == "zh" else settings.bm25_weight_en
         return cls(rrf_k=settings.rrf_k, by_retriever=(
-            (DENSE, settings.dense_weight), (BM25, bm25), (CROSS, settings.cross_language_weight)))
+            (DENSE, settings.dense_weight), (BM25, bm25), (CROSS, settings.cross_language_weight),
+            (GLOSS, settings.gloss_weight)))
 
 
 def fuse(result_lists: Sequence[tuple[str, list[NodeWithScore]]], weights: FusionWeights) -> list[NodeWithScore]:
@@ -204,11 +207,13 @@ class HybridRetriever(BaseRetriever):
 
     def __init__(self, retrievers: dict[str, BaseRetriever], weights: FusionWeights,
                  reranker: Reranker | None = None, rerank_depth: int = 20,
-                 other_language_docs: frozenset[str] = frozenset()) -> None:
+                 other_language_docs: frozenset[str] = frozenset(),
+                 gloss: Callable[[str], str] | None = None) -> None:
         super().__init__()
         self._retrievers, self._weights = retrievers, weights
         self._reranker, self._rerank_depth = reranker, rerank_depth
         self._other_language_docs = other_language_docs
+        self._gloss = gloss  # the question's words in the other documents' language, for BM25 over them
 
     @property
     def reranks(self) -> bool:
@@ -226,10 +231,27 @@ class HybridRetriever(BaseRetriever):
         When the scope holds no document in the question's language, that list is the dense list
         itself and is not added twice.
         """
-        docs = self._other_language_docs if scope is None else self._other_language_docs & scope
-        if not docs or (scope is not None and scope <= docs) or not self._weights.weight(CROSS):
+        docs = self._other_language_docs_in(scope)
+        if not docs or not self._weights.weight(CROSS):
             return []
-        return [(CROSS, dense.search(query, frozenset(docs), vector))]
+        return [(CROSS, dense.search(query, docs, vector))]
+
+    def _glossed(self, bm25: BM25Retriever, query: str, scope: Scope) -> list[tuple[str, list[NodeWithScore]]]:
+        """BM25 over the other language's documents with the question's words looked up in a dictionary.
+
+        BM25 cannot match a Chinese question's words in English text; their dictionary senses it can.
+        """
+        docs = self._other_language_docs_in(scope)
+        if not docs or self._gloss is None or not self._weights.weight(GLOSS):
+            return []
+        glossed = self._gloss(query)
+        return [(GLOSS, bm25.search(glossed, docs))] if glossed else []
+
+    def _other_language_docs_in(self, scope: Scope) -> frozenset[str]:
+        """The other language's documents a question with ``scope`` searches; none when the scope holds only
+        those (then the question's own lists already search just them)."""
+        docs = self._other_language_docs if scope is None else self._other_language_docs & scope
+        return frozenset() if scope is not None and scope <= docs else frozenset(docs)
 
     def retrieve_variants(self, queries: Sequence[str], scope: Scope = None) -> list[NodeWithScore]:
         """Fused ranking of every query variant; ``scope`` limits it to some documents."""
@@ -245,6 +267,8 @@ class HybridRetriever(BaseRetriever):
                     continue
                 if isinstance(retriever, BM25Retriever):
                     hits = retriever.search(query, scope)
+                    if i == 0:
+                        lists.extend(self._glossed(retriever, query, scope))
                 else:
                     hits = retriever.retrieve(QueryBundle(query_str=query))
                     hits = [h for h in hits if scope is None or h.node.metadata.get("doc") in scope]

@@ -183,6 +183,23 @@ def test_a_line_ending_in_a_colon_is_quoted_with_what_it_introduces():
                                            "curl http://localhost:11434/api/generate -d '{", '"seed": 123']
 
 
+def test_a_chinese_question_reads_an_english_passage_through_its_words_senses():
+    """No Chinese word of the question is in English text, so without the dictionary the answer starts
+    where the dense search points; with each word's senses, the sentence that holds them is quoted."""
+    from chat.extractive import score_sentences, select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("## Serving\n\nRequests wait in a queue until a worker is free.\n\n"
+            "Continuous batching keeps the GPU busy by adding new requests to a running batch.\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about memory")])
+    passage = Passage(id="t", text=text, doc="serving.md", section="Serving", start=0, end=len(text), score=1.0)
+    question = "连续批处理怎样让 GPU 一直保持忙碌？"
+    best = max(score_sentences(question, [passage], bm25), key=lambda item: item.score)
+    assert best.span.text.startswith("Continuous batching") and best.lexical > 0.5
+    assert any(e.display.startswith("Continuous batching") for e in select(question, [passage], bm25))
+
+
 def _faq_passage() -> Passage:
     # Two small FAQ entries merged into one chunk under their common parent: the chunk's section path
     # names neither question, and the second answer shares no word with its own question.

@@ -243,3 +243,20 @@ def test_documents_in_the_other_language_get_a_dense_list_of_their_own(two_doc_b
     # Scoped to the other language alone, that list would be the dense list again: not added twice.
     english_only = two_doc_bot.retrieve("连续批处理怎样让 GPU 一直保持忙碌？", k=5, docs=["notes/serving.md"])
     assert english_only and not any("cross" in p.found_by for p in english_only)
+
+
+def test_a_chinese_questions_dictionary_senses_search_the_english_documents(two_doc_bot):
+    """BM25 cannot match Chinese words in English text; their CC-CEDICT senses it can: "连续" is
+    "continuous", "批处理" "batch processing", "忙碌" "busy". That list (found_by "gloss") searches only the
+    English documents, and an English question has none."""
+    from chat.glossary import english_gloss, english_word_groups
+
+    question = "连续批处理怎样让 GPU 一直保持忙碌？"
+    assert {"continuous", "batch", "busy;", "GPU"} <= set(english_gloss(question).split())
+    assert ["batch", "process"] in english_word_groups(question) and ["gpu"] in english_word_groups(question)
+    passages = two_doc_bot.retrieve(question, k=5)
+    glossed = [p for p in passages if "gloss" in p.found_by]
+    assert glossed and all(p.doc != "llm-primer.md" for p in glossed)
+    best = min(glossed, key=lambda p: p.found_by["gloss"])
+    assert best.found_by["gloss"] == 1 and "Batching" in best.section
+    assert not any("gloss" in p.found_by for p in two_doc_bot.retrieve("How does continuous batching work?", k=5))
