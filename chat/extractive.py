@@ -59,11 +59,6 @@ class Extract:
     display: str  # what the answer shows (markup removed, table rows spelled out)
 
 
-def coverage(tokens: Sequence[str], text: str, bm25: BM25Index) -> float:
-    """IDF-weighted share of the question's tokens that occur in ``text``."""
-    return group_coverage([[t] for t in dict.fromkeys(tokens)], text, bm25)
-
-
 def group_coverage(groups: Sequence[Sequence[str]], text: str, bm25: BM25Index) -> float:
     """IDF-weighted share of the question's words found in ``text``, each word a group of alternative
     tokens (a Chinese word's English senses, chat/glossary.py): any one found is the word found."""
@@ -114,6 +109,24 @@ def content_question(question: str) -> str:
     return " ".join(c.strip() for c in kept if c.strip())
 
 
+class QuestionWords:
+    """A question's words as coverage groups (see ``group_coverage``), for the passage they are looked for
+    in: a Chinese question reads an English passage through its words' dictionary senses."""
+
+    def __init__(self, asked: str) -> None:
+        self.asked = asked
+        self.plain = [[t] for t in dict.fromkeys(query_tokens(asked))]
+        self._chinese = detect_language(asked) == "zh"
+        self._english: list[list[str]] | None = None  # looked up once, and only for an English passage
+
+    def for_passage(self, passage: Passage) -> list[list[str]]:
+        if self._chinese and detect_language(passage.text) == "en":
+            if self._english is None:
+                self._english = english_word_groups(self.asked)
+            return self._english
+        return self.plain
+
+
 def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
     """Technical terms of the question that never occur in the indexed text.
 
@@ -135,14 +148,17 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
     question = content_question(question)
     if not passages or unknown_terms(question, bm25, language):
         return False
-    tokens = query_tokens(question)
-    if not tokens:
+    words = QuestionWords(question)
+    if not words.plain:
         return False  # nothing but punctuation, emoji or question words
     # The cosine of the dense search, or of its search over the other language's documents.
     dense = max((max(p.scores.get(DENSE, 0.0), p.scores.get(CROSS, 0.0)) for p in passages[:PASSAGES_CONSIDERED]),
                 default=0.0)
+    # Over an English passage a Chinese question counts as covered by its words as written (its Latin
+    # terms) or by their senses, whichever covers more.
     lexical = max(
-        (coverage(tokens, f"{p.section}\n{p.display_text}", bm25) for p in passages[:PASSAGES_CONSIDERED]),
+        (group_coverage(groups, f"{p.section}\n{p.display_text}", bm25)
+         for p in passages[:PASSAGES_CONSIDERED] for groups in (words.plain, words.for_passage(p))),
         default=0.0,
     )
     if lexical >= REFUSE_BELOW_COVERAGE:
@@ -183,18 +199,12 @@ class Scored:
 
 def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Scored]:
     """Every candidate sentence of ``passages``, scored for how well it answers ``question``."""
-    asked = content_question(question)
-    words = [[t] for t in dict.fromkeys(query_tokens(asked))]
-    chinese = detect_language(asked) == "zh"
-    english: list[list[str]] | None = None  # looked up once, and only when an English passage is scored
+    words = QuestionWords(content_question(question))
     quotable = [(rank, passage, candidates(passage), local_headings(passage)) for rank, passage in enumerate(passages, 1)]
     closest = max((sim for p in passages for sim in p.sentence_scores.values()), default=0.0)
     scored: list[Scored] = []
     for rank, passage, spans, headings in quotable:
-        groups = words
-        if chinese and detect_language(passage.text) == "en":
-            # A Chinese question over an English passage is read with its words' dictionary senses.
-            english = groups = english if english is not None else english_word_groups(asked)
+        groups = words.for_passage(passage)
         for span in spans:
             # A table row is read with its header: the column names carry half its meaning.
             header = filled_columns(table_header(passage, span) or "", span.text) if span.is_table_row else ""

@@ -186,7 +186,7 @@ def test_a_line_ending_in_a_colon_is_quoted_with_what_it_introduces():
 def test_a_chinese_question_reads_an_english_passage_through_its_words_senses():
     """No Chinese word of the question is in English text, so without the dictionary the answer starts
     where the dense search points; with each word's senses, the sentence that holds them is quoted."""
-    from chat.extractive import score_sentences, select
+    from chat.extractive import is_relevant, score_sentences, select
     from kb.bm25 import BM25Index
     from kb.text import tokenize
 
@@ -198,6 +198,9 @@ def test_a_chinese_question_reads_an_english_passage_through_its_words_senses():
     best = max(score_sentences(question, [passage], bm25), key=lambda item: item.score)
     assert best.span.text.startswith("Continuous batching") and best.lexical > 0.5
     assert any(e.display.startswith("Continuous batching") for e in select(question, [passage], bm25))
+    # Nor is such a question refused for sharing no Chinese word with English text; an unrelated one still is.
+    assert is_relevant("连续批处理怎样让显卡一直保持忙碌？", [passage], bm25, "zh")
+    assert not is_relevant("法国的首都是哪座城市？", [passage], bm25, "zh")
 
 
 def _faq_passage() -> Passage:
