@@ -264,7 +264,8 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     # Continue the best sentence with the ones after it in the same passage while short,
     # since definitions and their consequences sit next to each other.
     passage = passages[best_rank - 1]
-    following = [s for s in candidates(passage) if s.start > best.start]
+    quotable = candidates(passage)
+    following = [s for s in quotable if s.start > best.start]
     headings = local_headings(passage)
     for span in following:
         spans = [s for _, s in chosen]
@@ -276,19 +277,20 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
             break
         chosen.append((best_rank, span))
     if not best.is_table_row:  # a table row is continued by the rows under it, never led into
-        chosen = _with_lead_in(passage, best, chosen)
+        chosen = _with_lead_in(passage, best, chosen, quotable, headings)
     return _extracts(passages, chosen)
 
 
-def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]]) -> list[tuple[int, Span]]:
+def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], quotable: Sequence[Span],
+                  headings: dict[int, Span]) -> list[tuple[int, Span]]:
     """``chosen`` after the sentences just before the best one, while the answer is still short.
 
     When the best sentence ends its sub-section it cannot be continued; what leads into it is then the
     nearest context (an endpoint's ``GET /api/ps`` above its one-line description, the sentence a
     paragraph's last remark qualifies). Only within the best sentence's sub-section and page, nearest first.
+    ``quotable`` and ``headings``: the passage's ``candidates`` and ``local_headings``, as ``select`` has them.
     """
-    headings = local_headings(passage)
-    quotable = {s.start for s in candidates(passage)}
+    starts = {s.start for s in quotable}
     lead: list[Span] = []
     length = _said(s for _, s in chosen)
     for span in reversed([s for s in split_sentences(passage.text) if s.end <= best.start]):
@@ -298,7 +300,7 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]]) 
             break
         if PAGE_BREAK in passage.text[span.end : (lead[-1] if lead else best).start]:
             break  # the previous page: a citation names the page its quote starts on
-        if span.start not in quotable:
+        if span.start not in starts:
             continue
         if length + len(span.text) > MAX_ANSWER_CHARS:
             break

@@ -83,14 +83,18 @@ def _glosses(question: str) -> list[str]:
     return [entries[t] for t in query_tokens(question) if CJK_CHAR.search(t) and t in entries]
 
 
+def _latin_terms(question: str) -> list[str]:
+    return LATIN_TERM.findall(strip_noise(question))
+
+
 def english_gloss(question: str) -> str:
     """``question`` word by word in English: its Chinese words by their dictionary senses, then its
     Latin-script terms as written (a query like any other: the retriever tokenises it)."""
-    return " ".join([*_glosses(question), *LATIN_TERM.findall(strip_noise(question))])
+    return " ".join([*_glosses(question), *_latin_terms(question)])
 
 
 def english_word_groups(question: str) -> list[list[str]]:
     """The question's words as BM25 tokens of English text: one group of alternatives per Chinese word
     (the tokens of its senses: any of them found is the word found), one token per Latin-script word."""
     groups = [tokens for gloss in _glosses(question) if (tokens := query_tokens(gloss))]
-    return groups + [[t] for t in query_tokens(" ".join(LATIN_TERM.findall(strip_noise(question))))]
+    return groups + [[t] for t in query_tokens(" ".join(_latin_terms(question)))]
