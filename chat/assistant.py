@@ -14,7 +14,7 @@ from chat import extractive
 from chat.answer import Answer, Notice, NoticeKind, Timings
 from chat.citations import check_sentences
 from chat.generation import ENABLE_HINT, AnswerCutOff, GenerationError, OllamaBackend, enable_hint
-from chat.glossary import english_gloss
+from chat.glossary import ENGLISH_READING, english_gloss, english_tokens
 from chat.grounding import cosine
 from chat.passages import Passage
 from chat.prompts import REFUSAL, REWRITE_PROMPT, history_text, system_prompt, user_message
@@ -38,6 +38,7 @@ from chat.retrieval import (
     DenseRetriever,
     FusionWeights,
     HybridRetriever,
+    TranslatedBM25,
     resolve_scope,
     to_passages,
 )
@@ -167,12 +168,17 @@ class Assistant:
         reranker = load_reranker(s, self.backend) if whole else None
         languages = doc_languages(view)
         other = frozenset(doc for doc, lang in languages.items() if lang != language)
+        # Chinese documents read in English for BM25 with an English question, all of them when all are Chinese.
+        translated = TranslatedBM25(lambda: view, other, english_tokens, s.bm25_depth,
+                                    cache=lambda generation: self.kb.view_cache_path(generation, ENGLISH_READING)) \
+            if whole and language == "en" and other else None
         if not whole or len(other) == len(languages):
             other = frozenset()  # or every document is in the other language: the dense search already is that
         # A Chinese question's words looked up in English, for BM25 over the English documents.
         gloss = english_gloss if language == "zh" and other else None
         return HybridRetriever({name: r for name, r in retrievers.items() if name in using}, weights,
-                               reranker, s.rerank_depth, other_language_docs=other, gloss=gloss)
+                               reranker, s.rerank_depth, other_language_docs=other, gloss=gloss,
+                               translated=translated)
 
     # --- retrieval ---------------------------------------------------------------------
     def retrieve(self, question: str, k: int | None = None, *, variants: tuple[str, ...] = (),

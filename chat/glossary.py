@@ -19,9 +19,10 @@ import importlib.util
 import logging
 import re
 import threading
+from functools import lru_cache
 from pathlib import Path
 
-from kb.text import CJK_CHAR, LATIN_TERM, query_tokens, strip_noise
+from kb.text import CJK_CHAR, LATIN_TERM, query_tokens, strip_noise, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +99,28 @@ def english_word_groups(question: str) -> list[list[str]]:
     (the tokens of its senses: any of them found is the word found), one token per Latin-script word."""
     groups = [tokens for gloss in _glosses(question) if (tokens := query_tokens(gloss))]
     return groups + [[t] for t in query_tokens(" ".join(_latin_terms(question)))]
+
+
+# Names the cached index of the documents read by english_tokens: bump it when that reading changes.
+ENGLISH_READING = "en-reading1"
+
+
+def english_tokens(text: str) -> list[str]:
+    """BM25 tokens of ``text`` read in English: each Chinese word by the tokens of its dictionary senses
+    (none when the dictionary lacks it), every other token as it is. The document side of the lookup:
+    an English question is searched over Chinese text read this way."""
+    entries = _load()
+    tokens: list[str] = []
+    for token in tokenize(text):
+        if CJK_CHAR.search(token):
+            gloss = entries.get(token)
+            if gloss:
+                tokens.extend(_gloss_tokens(gloss))
+        else:
+            tokens.append(token)
+    return tokens
+
+
+@lru_cache(maxsize=65536)
+def _gloss_tokens(gloss: str) -> tuple[str, ...]:
+    return tuple(tokenize(gloss))

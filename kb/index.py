@@ -588,9 +588,12 @@ class KnowledgeBase:
             return 1000
 
     # --- views for readers -----------------------------------------------------------
-    def view_cache_path(self, generation: int) -> Path:
+    def view_cache_path(self, generation: int, derived: str = "") -> Path:
+        """The cached BM25 index of a generation's view; ``derived`` names another index made from the same
+        chunks (chat.retrieval's dictionary reading), which lives and goes with it."""
         # The BM25 index in it holds tokens: another tokenizer's cache is another file.
-        return self.settings.cache_dir / f"{self.settings.collection}-g{generation}-t{TOKENIZER_VERSION}.npz"
+        name = f"{self.settings.collection}-g{generation}-t{TOKENIZER_VERSION}" + (f"-{derived}" if derived else "")
+        return self.settings.cache_dir / f"{name}.npz"
 
     def build_view(self, manifest: Manifest, chunks: dict[str, Chunk]) -> IndexView:
         ids = manifest.live_ids()
@@ -694,10 +697,10 @@ class KnowledgeBase:
         if not self.settings.cache_dir.exists():
             return
         keep = self.view_cache_path(keep_generation).stem
-        ours = re.compile(rf"{re.escape(self.settings.collection)}-g\d+(?:-t[\w]+)?")
+        ours = re.compile(rf"{re.escape(self.settings.collection)}-g\d+(?:-t\w+)?(?:-[a-z0-9-]+)?")
         for path in self.settings.cache_dir.glob(f"{self.settings.collection}-g*"):
             stem = path.name.removesuffix(".chunks.json").removesuffix(".npz")
-            if ours.fullmatch(stem) and stem != keep:
+            if ours.fullmatch(stem) and stem != keep and not stem.startswith(f"{keep}-"):
                 path.unlink(missing_ok=True)
 
 

@@ -97,8 +97,9 @@ class Settings(BaseSettings):
         0.5, ge=0, description="Weight of the dense search over the documents in another language than the "
         "question (0: none).")
     gloss_weight: float = Field(
-        0.5, ge=0, description="Weight of BM25 over the English documents with a Chinese question's words "
-        "looked up in CC-CEDICT (0: none).")
+        0.5, ge=0, description="Weight of BM25 across languages through CC-CEDICT: a Chinese question's words "
+        "looked up over the English documents, an English question over the Chinese documents read in "
+        "English (0: none).")
     max_question_chars: int = Field(2000, ge=50, description="Longer questions are truncated, with a notice.")
     reranker: str | None = Field(
         None, description="Cross-encoder reranker: a local folder or a model in the Hugging Face cache "

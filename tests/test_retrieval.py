@@ -259,4 +259,32 @@ def test_a_chinese_questions_dictionary_senses_search_the_english_documents(two_
     assert glossed and all(p.doc != "llm-primer.md" for p in glossed)
     best = min(glossed, key=lambda p: p.found_by["gloss"])
     assert best.found_by["gloss"] == 1 and "Batching" in best.section
-    assert not any("gloss" in p.found_by for p in two_doc_bot.retrieve("How does continuous batching work?", k=5))
+    # An English question's dictionary list reads the Chinese document instead (the next test).
+    english = [p for p in two_doc_bot.retrieve("How does continuous batching work?", k=10) if "gloss" in p.found_by]
+    assert english and all(p.doc == "llm-primer.md" for p in english)
+
+
+def test_an_english_question_searches_chinese_text_read_through_the_dictionary(primer_bot):
+    """BM25 with an English question over Chinese text read word by word in English ("选出" -> "choose
+    select", "概率" -> "probability"): the list puts the decoder's run-through first. Built once per knowledge-base generation, also when every
+    document is Chinese; a Chinese question has no such list there."""
+    from chat.glossary import english_tokens
+
+    assert {"select", "probabl", "charact"} <= set(english_tokens("选出概率最高的字"))
+    passages = primer_bot.retrieve("How does the decoder pick the next character at each step?", k=5)
+    glossed = sorted((p for p in passages if "gloss" in p.found_by), key=lambda p: p.found_by["gloss"])
+    assert glossed and glossed[0].found_by["gloss"] == 1 and "运行流程" in glossed[0].section
+    assert not any("gloss" in p.found_by for p in primer_bot.retrieve("大模型为什么会产生幻觉？", k=5))
+
+    # Kept on disk beside the generation's BM25 cache, and removed with it.
+    from chat.glossary import ENGLISH_READING
+
+    kb = primer_bot.kb
+    generation = kb.view().generation
+    cached = kb.view_cache_path(generation, ENGLISH_READING)
+    assert cached.exists()
+    kb.remove_stale_caches(keep_generation=generation)
+    assert cached.exists() and kb.view_cache_path(generation).exists()
+    kb.remove_stale_caches(keep_generation=generation + 1)
+    assert not cached.exists() and not kb.view_cache_path(generation).exists()
+    kb.save_view(kb.view())  # the view cache back, for the other tests of this session's knowledge base
