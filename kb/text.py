@@ -121,6 +121,10 @@ def strip_noise(text: str) -> str:
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
+# The question words as tokenize() leaves them: "does" is the token "doe", which no text contains.
+_QUESTION_TOKENS = QUESTION_WORDS | frozenset(_stem(w) for w in QUESTION_WORDS if _STEMMABLE.fullmatch(w))
+
+
 def query_tokens(question: str) -> list[str]:
     """Tokens of a question with noise, question words and particles dropped."""
-    return [t for t in tokenize(strip_noise(question)) if t not in QUESTION_WORDS]
+    return [t for t in tokenize(strip_noise(question)) if t not in _QUESTION_TOKENS]

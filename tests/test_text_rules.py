@@ -168,3 +168,9 @@ def test_english_words_are_stemmed_and_acronyms_numbered_names_and_chinese_are_n
     assert tokenize("llama3 API GPU v2 检索器的代码") == ["llama3", "api", "gpu", "v2", "检索", "器", "的", "代码"]
     index = BM25Index.build(["blob", "other"], [tokenize("Return 200 if the blob exists."), tokenize("List models.")])
     assert index.search(query_tokens("Which status does checking that a blob existed return?"), 1)[0][0] == "blob"
+
+
+def test_question_words_are_dropped_after_stemming_too():
+    """"does" is the token "doe" once stemmed: it must go like "does" did, or a question weighs a word no
+    text has (the extractive coverage counts an unseen word as the strongest sign of another topic)."""
+    assert query_tokens("What does the API return? Please describe it according to the document.") == ["api", "return"]
