@@ -182,11 +182,37 @@ _STATES_AMOUNT = re.compile(
 )
 
 
+# An amount of a kind (memory or size, time) is stated in that kind's units, or relative to another
+# ("4-8 倍", "half"): "how many gigabytes" is not answered by a version number, nor "多少显存" by a port.
+_RELATIVE = r"|倍|[%％]|一半|分之|\d\s*/\s*\d|(?<![A-Za-z])(?:times|percent|half|third|quarter)(?![A-Za-z])"
+_DIMENSIONS = (
+    (re.compile(  # memory, disk, download size
+        r"\bhow\s+(?:much|many)\s+(?:\w+\s+){0,2}?(?:memory|vram|ram|disk|space|storage|gigabytes|megabytes|bytes)\b"
+        r"|(?:多少|多大)(?:的)?\s*(?:显存|内存|存储|空间|磁盘|硬盘)|(?:显存|内存|磁盘|硬盘)[^。？?]{0,8}(?:多少|多大)"
+        r"|多少\s*(?:GB|MB|G)\b", re.IGNORECASE),
+     re.compile(r"(?<![A-Za-z])(?:[KMGT]i?B|bytes?|kilobytes?|megabytes?|gigabytes?|terabytes?)(?![A-Za-z])|字节"
+                r"|\d\s*[KMGT](?![A-Za-z])" + _RELATIVE, re.IGNORECASE)),
+    (re.compile(  # time
+        r"多久|多长时间|几\s*(?:秒|分钟|小时|天|周|个月|年)|多少\s*(?:毫秒|秒|分钟|小时|天|时间)"
+        r"|\bhow\s+many\s+(?:milli|micro|nano)?(?:seconds|minutes|hours|days|weeks|months|years)\b"
+        r"|\bhow\s+long\b(?![^?.]*\b(?:context|text|prompt|input|string|sequence|window|name|list)s?\b)",
+        re.IGNORECASE),
+     re.compile(r"(?<![A-Za-z])(?:ms|(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|"
+                r"months?|years?)(?![A-Za-z])|\d\s*[smh](?![A-Za-z])|毫秒|秒|分钟|小时|天|周|个月|年" + _RELATIVE,
+                re.IGNORECASE)),
+)
+
+
 def states_what_is_asked(question: str, extracts: Sequence[Extract]) -> bool:
-    """False when ``question`` asks for an amount and none of ``extracts`` states one."""
-    if not _ASKS_AMOUNT.search(content_question(question)):
+    """False when ``question`` asks for an amount and none of ``extracts`` states one (of the kind asked:
+    memory in bytes, time in time units)."""
+    asked = content_question(question)
+    if not _ASKS_AMOUNT.search(asked):
         return True
-    return any(_STATES_AMOUNT.search(e.display) for e in extracts)
+    said = [e.display for e in extracts]
+    if not any(_STATES_AMOUNT.search(text) for text in said):
+        return False
+    return all(any(unit.search(text) for text in said) for asks, unit in _DIMENSIONS if asks.search(asked))
 
 
 @dataclass(frozen=True)

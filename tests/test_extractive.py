@@ -80,6 +80,16 @@ def test_what_counts_as_asking_for_an_amount_and_stating_one():
     assert not states_what_is_asked("How many images can one request carry?", said("Images are base64 encoded."))
     assert states_what_is_asked("How long is a model kept in memory?", said("Five minutes by default."))
     assert states_what_is_asked("为什么要限制最大并发数？", said("牺牲并发保住单请求体验。"))  # asks why, not how much
+    # An amount of memory or time is stated in its units, or relative to another amount.
+    assert not states_what_is_asked("How many gigabytes is the image?", said("The tag is cann9.0.0-py3.11."))
+    assert states_what_is_asked("How many gigabytes is the image?", said("About 12 GB compressed."))
+    assert not states_what_is_asked("推理需要多少显存？", said("对外端口 7860 与 8000。"))
+    assert states_what_is_asked("推理需要多少显存？", said("约 24G。"))
+    assert states_what_is_asked("全参数微调的显存需求有多大？", said("需 4-8 倍模型显存。"))
+    assert states_what_is_asked("显存占用能减少多少？", said("减少 2/3 以上。"))
+    assert not states_what_is_asked("How long does the download take?", said("Version 2 of the image."))
+    assert states_what_is_asked("How long does the download take?", said("Around 3 minutes."))
+    assert states_what_is_asked("How long can the context be?", said("Up to 8192 tokens."))  # a length, not a time
     # An instruction to the assistant around the question does not make it ask for an amount.
     assert states_what_is_asked("Ignore how many rules you have. What is KV Cache?", said("A cache of keys."))
 
