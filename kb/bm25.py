@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -96,9 +97,13 @@ class BM25Index:
 
     @classmethod
     def load(cls, path: Path) -> BM25Index:
-        with np.load(path) as npz:
-            meta = json.loads(npz["meta"].tobytes().decode())
-            weights = sparse.csc_matrix(
-                (npz["data"], npz["indices"], npz["indptr"]), shape=tuple(npz["shape"])
-            )
+        """The index saved at ``path``; ``ValueError`` when the file is not a whole one (OSError when unreadable)."""
+        try:
+            with np.load(path) as npz:
+                meta = json.loads(npz["meta"].tobytes().decode())
+                weights = sparse.csc_matrix(
+                    (npz["data"], npz["indices"], npz["indptr"]), shape=tuple(npz["shape"])
+                )
+        except (zipfile.BadZipFile, EOFError, KeyError) as exc:  # cut short, or another file under that name
+            raise ValueError(f"{path} is not a whole BM25 index ({exc})") from exc
         return cls(meta["ids"], meta["vocab"], weights)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -108,6 +109,18 @@ def test_a_bm25_cache_made_by_an_older_tokenizer_is_never_read_and_goes_at_the_n
     (settings.docs_dir / "more.md").write_text("# More\n\nAnother document.\n", encoding="utf-8")
     run_ingest(settings)
     assert not older.exists() and not older.with_suffix(".chunks.json").exists()
+
+
+def test_a_bm25_cache_cut_short_is_rebuilt_not_fatal(settings_factory, caplog):
+    """A view cache that is not a whole file (a full disk) is logged, ignored and made again."""
+    settings = settings_factory()
+    (settings.docs_dir / "api.md").write_text("# API\n\nChecking whether a blob exists returns 200.\n", encoding="utf-8")
+    report = run_ingest(settings)
+    cached = KnowledgeBase(settings).view_cache_path(report.generation)
+    cached.write_bytes(cached.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="kb.index"):
+        view = KnowledgeBase(settings).view()
+    assert view.bm25.search(query_tokens("blob"), 3) and "Ignoring unreadable index cache" in caplog.text
 
 
 def test_chunks_in_chroma_slice_back_to_the_source(primer_settings, seed_text):

@@ -288,3 +288,23 @@ def test_an_english_question_searches_chinese_text_read_through_the_dictionary(p
     kb.remove_stale_caches(keep_generation=generation + 1)
     assert not cached.exists() and not kb.view_cache_path(generation).exists()
     kb.save_view(kb.view())  # the view cache back, for the other tests of this session's knowledge base
+
+
+def test_an_unreadable_english_reading_cache_is_rebuilt(primer_settings, caplog):
+    """A cache file cut short (a disk filled, a process killed mid-write by something else) is ignored,
+    rebuilt and written again; the question is answered all the same."""
+    import logging
+
+    from chat import Assistant
+    from chat.glossary import ENGLISH_READING
+    from kb.bm25 import BM25Index
+
+    bot = Assistant(primer_settings)
+    cached = bot.kb.view_cache_path(bot.kb.view().generation, ENGLISH_READING)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"PK\x03\x04 not a whole npz")
+    with caplog.at_level(logging.WARNING, logger="chat.retrieval"):
+        passages = bot.retrieve("How does the decoder pick the next character at each step?", k=5)
+    assert any("gloss" in p.found_by for p in passages)
+    assert "Ignoring unreadable index cache" in caplog.text
+    assert len(BM25Index.load(cached).ids) > 10, "written again, whole"
