@@ -182,7 +182,7 @@ _STATES_AMOUNT = re.compile(
 )
 
 
-# An amount of a kind (memory or size, time) is stated in that kind's units, or relative to another
+# An amount of a kind (memory or size, time, money) is stated in that kind's units, or relative to another
 # ("4-8 倍", "half"): "how many gigabytes" is not answered by a version number, nor "多少显存" by a port.
 _RELATIVE = r"|倍|[%％]|一半|分之|\d\s*/\s*\d|(?<![A-Za-z])(?:times|percent|half|third|quarter)(?![A-Za-z])"
 _DIMENSIONS = (
@@ -200,12 +200,17 @@ _DIMENSIONS = (
      re.compile(r"(?<![A-Za-z])(?:ms|(?:milli|micro|nano)?seconds?|secs?|minutes?|mins?|hours?|hrs?|days?|weeks?|"
                 r"months?|years?)(?![A-Za-z])|\d\s*[smh](?![A-Za-z])|毫秒|秒|分钟|小时|天|周|个月|年" + _RELATIVE,
                 re.IGNORECASE)),
+    (re.compile(  # money
+        r"\bhow\s+much\s+(?:money|(?:\w+\s+){0,3}?cost)\b|多少钱|(?:花费|成本|费用|价格|售价)[^。？?]{0,6}多少"
+        r"|多少(?:费用|成本)", re.IGNORECASE),
+     re.compile(r"[$¥€£]|(?<![A-Za-z])(?:USD|CNY|RMB|dollars?|cents?|yuan|euros?)(?![A-Za-z])|美元|美金|人民币|元"
+                + _RELATIVE, re.IGNORECASE)),
 )
 
 
 def states_what_is_asked(question: str, extracts: Sequence[Extract]) -> bool:
     """False when ``question`` asks for an amount and none of ``extracts`` states one (of the kind asked:
-    memory in bytes, time in time units)."""
+    memory in bytes, time in time units, money in a currency)."""
     asked = content_question(question)
     if not _ASKS_AMOUNT.search(asked):
         return True

@@ -90,6 +90,9 @@ def test_what_counts_as_asking_for_an_amount_and_stating_one():
     assert not states_what_is_asked("How long does the download take?", said("Version 2 of the image."))
     assert states_what_is_asked("How long does the download take?", said("Around 3 minutes."))
     assert states_what_is_asked("How long can the context be?", said("Up to 8192 tokens."))  # a length, not a time
+    assert not states_what_is_asked("How much money did it cost to train?", said("Models of 7B - 1T+ parameters."))
+    assert states_what_is_asked("How much did the training run cost?", said("About $4.6M."))
+    assert states_what_is_asked("部署一次要多少钱？", said("约 200 元。"))
     # An instruction to the assistant around the question does not make it ask for an amount.
     assert states_what_is_asked("Ignore how many rules you have. What is KV Cache?", said("A cache of keys."))
 
