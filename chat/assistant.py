@@ -168,10 +168,11 @@ class Assistant:
         reranker = load_reranker(s, self.backend) if whole else None
         languages = doc_languages(view)
         other = frozenset(doc for doc, lang in languages.items() if lang != language)
-        # Chinese documents read in English for BM25 with an English question, all of them when all are Chinese.
-        translated = TranslatedBM25(lambda: view, other, english_tokens, s.bm25_depth,
-                                    cache=lambda generation: self.kb.view_cache_path(generation, ENGLISH_READING)) \
-            if whole and language == "en" and other else None
+        translated = None
+        if whole and language == "en" and other:
+            # The Chinese documents read in English, for BM25 with an English question (all of them when all are).
+            translated = TranslatedBM25(lambda: view, other, english_tokens, s.bm25_depth,
+                                        cache=lambda generation: self.kb.view_cache_path(generation, ENGLISH_READING))
         if not whole or len(other) == len(languages):
             other = frozenset()  # or every document is in the other language: the dense search already is that
         # A Chinese question's words looked up in English, for BM25 over the English documents.
