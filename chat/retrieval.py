@@ -180,17 +180,9 @@ class TranslatedBM25:
         with self._lock:
             if self._built is None or self._built[0] is not view:
                 ids = [cid for cid, chunk in view.chunks.items() if chunk.doc in self._docs and _searchable(chunk)]
-                self._built = (view, self._cached(view, ids) or self._build(view, ids))
+                cached = BM25Index.load_cached(self._cache(view.generation), ids) if self._cache else None
+                self._built = (view, cached or self._build(view, ids))
             return self._built
-
-    def _cached(self, view: IndexView, ids: list[str]) -> BM25Index | None:
-        path = self._cache(view.generation) if self._cache else None
-        try:
-            index = BM25Index.load(path) if path and path.exists() else None
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring unreadable index cache %s (%s); rebuilding it", path, exc)
-            return None
-        return index if index is not None and index.ids == ids else None
 
     def _build(self, view: IndexView, ids: list[str]) -> BM25Index:
         started = time.perf_counter()

@@ -8,6 +8,7 @@ so a query is one sparse column slice and a sum.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from collections import Counter
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import sparse
+
+log = logging.getLogger(__name__)
 
 K1 = 1.5
 B = 0.75
@@ -107,3 +110,16 @@ class BM25Index:
         except (zipfile.BadZipFile, EOFError, KeyError) as exc:  # cut short, or another file under that name
             raise ValueError(f"{path} is not a whole BM25 index ({exc})") from exc
         return cls(meta["ids"], meta["vocab"], weights)
+
+    @classmethod
+    def load_cached(cls, path: Path, ids: list[str]) -> BM25Index | None:
+        """The index cached at ``path`` when it is there, whole and indexes exactly ``ids``; else None, and
+        an unreadable file is logged (the caller rebuilds it)."""
+        if not path.exists():
+            return None
+        try:
+            index = cls.load(path)
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring unreadable index cache %s (%s); rebuilding it", path, exc)
+            return None
+        return index if index.ids == ids else None

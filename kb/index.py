@@ -611,13 +611,13 @@ class KnowledgeBase:
         table_path = path.with_suffix(".chunks.json")
         if not (path.exists() and table_path.exists()):
             return None
+        bm25 = BM25Index.load_cached(path, manifest.live_ids())
+        if bm25 is None:
+            return None
         try:
             table = json.loads(table_path.read_text(encoding="utf-8"))
-            bm25 = BM25Index.load(path)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("Ignoring unreadable index cache %s (%s); rebuilding it", path, exc)
-            return None
-        if bm25.ids != manifest.live_ids():
+        except (OSError, ValueError) as exc:
+            log.warning("Ignoring unreadable index cache %s (%s); rebuilding it", table_path, exc)
             return None
         return IndexView(manifest=manifest, chunks={k: Chunk(**v) for k, v in table.items()}, bm25=bm25)
 

@@ -118,7 +118,7 @@ def test_a_bm25_cache_cut_short_is_rebuilt_not_fatal(settings_factory, caplog):
     report = run_ingest(settings)
     cached = KnowledgeBase(settings).view_cache_path(report.generation)
     cached.write_bytes(cached.read_bytes()[:100])
-    with caplog.at_level(logging.WARNING, logger="kb.index"):
+    with caplog.at_level(logging.WARNING, logger="kb.bm25"):
         view = KnowledgeBase(settings).view()
     assert view.bm25.search(query_tokens("blob"), 3) and "Ignoring unreadable index cache" in caplog.text
 

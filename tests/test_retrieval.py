@@ -303,7 +303,7 @@ def test_an_unreadable_english_reading_cache_is_rebuilt(primer_settings, caplog)
     cached = bot.kb.view_cache_path(bot.kb.view().generation, ENGLISH_READING)
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(b"PK\x03\x04 not a whole npz")
-    with caplog.at_level(logging.WARNING, logger="chat.retrieval"):
+    with caplog.at_level(logging.WARNING, logger="kb.bm25"):
         passages = bot.retrieve("How does the decoder pick the next character at each step?", k=5)
     assert any("gloss" in p.found_by for p in passages)
     assert "Ignoring unreadable index cache" in caplog.text
