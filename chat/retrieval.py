@@ -127,7 +127,7 @@ class DenseRetriever(BaseRetriever):
         view = self._view()
         allowed, _ = self._candidates.get(view, scope)
         vector = vector or self.query_vector(query)
-        hits = self._kb.dense_search(vector, self._depth, live=allowed, docs=scope)
+        hits = self._kb.dense_search(vector, self._depth, live=allowed, docs=scope, view=view)
         nodes = []
         for rank, hit in enumerate(hits, 1):
             node = _node(hit.chunk_id, view, hit.score, DENSE, rank)

@@ -29,6 +29,7 @@ from typing import Any
 from kb.bm25 import BM25Index
 from kb.chunk import Chunk
 from kb.errors import KbqaError
+from kb.exact_search import ExactVectors
 from kb.settings import Settings
 from kb.text import TOKENIZER_VERSION, tokenize
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MANIFEST_ID = "manifest"
 MANIFEST_FORMAT = 1
 READ_PAGE = 1000  # records per get/delete: Chroma's SQLite limits the variables of one statement
+EXACT_VECTORS = "vectors"  # the derived cache of a generation's vectors, for the exact dense search
 # The HNSW graph of a new collection. e5 puts Chinese and English text in clusters of their own, and at
 # Chroma's defaults (16 links, ef_construction 100) the graph of the dev corpus's 3,707 sentence vectors
 # left an English question's nearest sentence, a Chinese one, unreachable even at ef_search 800. With 32
@@ -283,6 +285,7 @@ class KnowledgeBase:
         self._client: Any = None
         self._lock = threading.RLock()
         self._view: IndexView | None = None
+        self._exact: tuple[IndexView, ExactVectors | None] | None = None  # the vectors of which view
         # Collection handles of the current client: looking one up is a round trip per call (7 ms).
         self._collections: dict[str, tuple[Any, Any]] = {}  # name -> (client, collection)
 
@@ -545,41 +548,108 @@ class KnowledgeBase:
         return found
 
     def dense_search(self, vector: list[float], k: int, live: Collection[str],
-                     docs: Collection[str] | None = None) -> list[DenseHit]:
-        """Nearest live chunks: the best cosine of the chunk itself or any of its sentences.
+                     docs: Collection[str] | None = None, view: IndexView | None = None) -> list[DenseHit]:
+        """Nearest ``live`` chunks: the best cosine of the chunk itself or any of its sentences.
 
-        Orphans of an unfinished ingest (and chunks that are not candidates) are skipped, so a
-        few more than ``k`` are asked for. ``docs`` limits the search to those documents
-        through Chroma metadata filters (sentences carry their chunk's id). Each hit also says
-        which of its sentences came up and how close (answering picks sentences with it).
+        ``live`` is what may come back: orphans of an unfinished ingest and chunks that are not
+        candidates are left out. Given the ``view`` it serves, a knowledge base of up to
+        ``exact_search_max_vectors`` vectors is searched exactly in memory; otherwise Chroma's HNSW
+        index is asked for a few more than ``k`` (``docs``, which ``live`` lies within, narrows it
+        through metadata filters; sentences carry their chunk's id). Each hit also says which of its
+        sentences came up and how close (answering picks sentences with it).
         """
-        scores: dict[str, float] = {}
+        n_chunks, n_sentences = dense_request_sizes(k)
+        exact = self.exact_vectors(view) if view is not None else None
+        if exact is not None:
+            allowed = live if isinstance(live, frozenset) else frozenset(live)
+            chunk_hits, sentence_hits = exact.search(vector, n_chunks, n_sentences, allowed)
+        else:
+            chunk_hits, sentence_hits = self._graph_search(vector, n_chunks, n_sentences, live, docs)
+        scores: dict[str, float] = dict(chunk_hits)
         sentences: dict[str, dict[int, float]] = {}
+        for cid, unit, sim in sentence_hits:
+            scores[cid] = max(scores.get(cid, -1.0), sim)
+            if unit is not None:
+                sentences.setdefault(cid, {})[unit] = sim
+        ranked = sorted(((cid, sim) for cid, sim in scores.items() if cid in live), key=lambda item: -item[1])
+        return [DenseHit(cid, sim, sentences.get(cid, {})) for cid, sim in ranked[:k]]
+
+    def _graph_search(self, vector: list[float], n_chunks: int, n_sentences: int, live: Collection[str],
+                      docs: Collection[str] | None) -> tuple[list[tuple[str, float]], list[tuple[str, int | None, float]]]:
+        """Chroma's nearest chunks and sentences, (chunk id, cosine) and (chunk id, unit, cosine)."""
         chunk_where: dict[str, Any] | None = None
         sentence_where: dict[str, Any] | None = None
         if docs is not None:
             chunk_where = {"doc": {"$in": sorted(docs)}}
             if not live:
-                return []
-            # A very wide scope would exceed SQLite's variable limit; there the live filter below suffices.
+                return [], []
+            # A very wide scope would exceed SQLite's variable limit; there the live filter suffices.
             sentence_where = {"chunk_id": {"$in": sorted(live)}} if len(live) <= 5000 else None
-        n_chunks, n_sentences = dense_request_sizes(k)
         got = self._call(self.chunks_collection().query, query_embeddings=[vector], n_results=n_chunks,
                          where=chunk_where, include=["distances"])
-        for cid, dist in zip(got["ids"][0], got["distances"][0], strict=True):
-            scores[cid] = 1.0 - dist
+        chunk_hits = [(cid, 1.0 - dist) for cid, dist in zip(got["ids"][0], got["distances"][0], strict=True)]
         got = self._call(self.sentences_collection().query, query_embeddings=[vector], n_results=n_sentences,
                          where=sentence_where, include=["distances", "metadatas"])
-        for sid, meta, dist in zip(got["ids"][0], got["metadatas"][0], got["distances"][0], strict=True):
-            if not meta:  # deleted since the segment was loaded (a reopen follows the next commit)
-                continue
-            cid = meta["chunk_id"]
-            scores[cid] = max(scores.get(cid, -1.0), 1.0 - dist)
-            unit = _sentence_unit(sid)
-            if unit is not None:
-                sentences.setdefault(cid, {})[unit] = 1.0 - dist
-        ranked = sorted(((cid, sim) for cid, sim in scores.items() if cid in live), key=lambda item: -item[1])
-        return [DenseHit(cid, sim, sentences.get(cid, {})) for cid, sim in ranked[:k]]
+        sentence_hits = [
+            (meta["chunk_id"], _sentence_unit(sid), 1.0 - dist)
+            for sid, meta, dist in zip(got["ids"][0], got["metadatas"][0], got["distances"][0], strict=True)
+            if meta  # else deleted since the segment was loaded (a reopen follows the next commit)
+        ]
+        return chunk_hits, sentence_hits
+
+    def exact_vectors(self, view: IndexView) -> ExactVectors | None:
+        """The vectors of ``view``'s live chunks and their sentences in memory, when the store holds no
+        more than ``exact_search_max_vectors`` (0: never); read once per view, cached on disk."""
+        limit = self.settings.exact_search_max_vectors
+        if not limit:
+            return None
+        held = self._exact
+        if held is not None and held[0] is view:
+            return held[1]
+        with self._lock:
+            if self._exact is None or self._exact[0] is not view:
+                self._exact = (view, self._read_exact_vectors(view, limit))
+            return self._exact[1]
+
+    def _read_exact_vectors(self, view: IndexView, limit: int) -> ExactVectors | None:
+        chunks, sentences = self.chunks_collection(), self.sentences_collection()
+        stored = self._call(chunks.count) + self._call(sentences.count)
+        if stored > limit:
+            log.info("%d vectors stored, more than exact_search_max_vectors (%d): Chroma's HNSW index searches them",
+                     stored, limit)
+            return None
+        live = view.manifest.live_ids()
+        path = self.view_cache_path(view.generation, EXACT_VECTORS)
+        cached = ExactVectors.load_cached(path, live)
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        # Asked for by live id: the records an ingest killed mid-write left behind can fail a read of
+        # everything ("Error finding id"), and are no candidates anyway.
+        chunk_records = (
+            (cid, vector) for batch in _batches(live, READ_PAGE)
+            for got in [self._call(chunks.get, ids=batch, include=["embeddings"])]
+            for cid, vector in zip(got["ids"], got["embeddings"], strict=True)
+        )
+        sentence_records = (  # a hundred chunks' sentences a page: some thousands of records
+            (meta["chunk_id"], unit, vector) for batch in _batches(live, READ_PAGE // 10)
+            for got in [self._call(sentences.get, where={"chunk_id": {"$in": batch}},
+                                   include=["embeddings", "metadatas"])]
+            for sid, meta, vector in zip(got["ids"], got["metadatas"], got["embeddings"], strict=True)
+            if (unit := _sentence_unit(sid)) is not None
+        )
+        try:
+            vectors = ExactVectors.from_records(live, chunk_records, sentence_records)
+        except ValueError as exc:  # a chunk replaced while reading: the next view reads again
+            log.warning("Searching with Chroma's HNSW index: %s", exc)
+            return None
+        try:
+            vectors.save(path)
+        except OSError as exc:
+            log.warning("Could not cache the vectors for the exact search: %s", exc)
+        log.info("Exact dense search over %d vectors (read in %.0f ms)", len(vectors),
+                 (time.perf_counter() - started) * 1000)
+        return vectors
 
     def _max_batch(self) -> int:
         try:
