@@ -215,7 +215,9 @@ def apply(
     )
     kept_ids = [cid for cid in manifest.live_ids() if cid not in new_chunks]
     all_chunks = {**kb.load_chunks(kept_ids), **new_chunks}
-    kb.save_view(kb.build_view(manifest, all_chunks))
+    view = kb.build_view(manifest, all_chunks)
+    kb.save_view(view)
+    kb.exact_vectors(view)  # cached with the view: the first question after this ingest need not read them
     kb.commit(manifest, expected_generation=current.generation)
     _collect_garbage(kb, manifest)
     return manifest

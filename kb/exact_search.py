@@ -4,7 +4,7 @@ Chroma's HNSW graph answers a query at ef_search 800 in ~6 ms whatever the colle
 question's dense search asks it four times (chunks and sentences, for its own list and the other
 language's): on the dev corpus (4,233 vectors) that was 25 of a retrieval's 44 ms. A matrix product
 over the same vectors, read from Chroma once per generation and cached beside the BM25 index, is
-exact and takes 0.7 ms there (retrieval 21 ms, p95 26 ms); its cost grows with the collection, so past
+exact and takes 0.7 ms there (retrieval p95 25 ms, was 53-60); its cost grows with the collection, so past
 ``Settings.exact_search_max_vectors`` Chroma's graph answers (see ``KnowledgeBase.dense_search``).
 """
 
@@ -26,8 +26,11 @@ _MASKS_KEPT = 64  # candidate sets (one per scope) whose row masks are kept
 class ExactVectors:
     """The vectors of one generation's live chunks and of their sentences, unit length, float32."""
 
-    def __init__(self, chunk_ids: list[str], chunks: np.ndarray, owners: np.ndarray, units: np.ndarray,
+    def __init__(self, stamp: str, chunk_ids: list[str], chunks: np.ndarray, owners: np.ndarray, units: np.ndarray,
                  sentences: np.ndarray) -> None:
+        # Which commit and model the vectors are of: a store started again (its folder deleted, a server's
+        # collection reset) reuses generation numbers and chunk ids, and another model's vectors must not load.
+        self.stamp = stamp
         self.chunk_ids = chunk_ids
         self.chunks = chunks  # (chunks, dim)
         self.owners = owners  # (sentences,): the row of each sentence's chunk
@@ -36,7 +39,7 @@ class ExactVectors:
         self._masks: dict[frozenset[str], tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
-    def from_records(cls, live: list[str], chunks: Iterable[tuple[str, np.ndarray]],
+    def from_records(cls, stamp: str, live: list[str], chunks: Iterable[tuple[str, np.ndarray]],
                      sentences: Iterable[tuple[str, int, np.ndarray]]) -> ExactVectors:
         """From stored (chunk id, vector) and (chunk id, unit, vector) records; those of chunks that are
         not ``live`` (orphans of an unfinished ingest, replaced versions) are left out."""
@@ -51,6 +54,7 @@ class ExactVectors:
         kept = [(row[cid], unit, vector) for cid, unit, vector in sentences if cid in row]
         dim = len(chunk_vectors[0]) if chunk_vectors else 0
         return cls(
+            stamp,
             list(live),
             _unit_rows(np.asarray(chunk_vectors, dtype=np.float32).reshape(len(live), dim)),
             np.asarray([owner for owner, _, _ in kept], dtype=np.int32),
@@ -62,7 +66,7 @@ class ExactVectors:
                allowed: frozenset[str]) -> tuple[list[tuple[str, float]], list[tuple[str, int, float]]]:
         """The ``n_chunks`` allowed chunks and ``n_sentences`` sentences of allowed chunks nearest to
         ``vector``, each with its cosine, nearest first."""
-        query = np.asarray(vector, dtype=np.float32)
+        query = np.array(vector, dtype=np.float32)  # a copy: the caller's vector is left as it was
         query /= max(float(np.linalg.norm(query)), 1e-12)
         chunk_mask, sentence_mask = self._mask(allowed)
         # einsum, not `@`: BLAS's threads, woken for a product this small, then spin and take the two
@@ -95,23 +99,24 @@ class ExactVectors:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         with open(tmp, "wb") as fh:
-            np.savez(fh, chunk_ids=np.asarray(self.chunk_ids), chunks=self.chunks, owners=self.owners,
-                     units=self.units, sentences=self.sentences)
+            np.savez(fh, stamp=np.asarray(self.stamp), chunk_ids=np.asarray(self.chunk_ids), chunks=self.chunks,
+                     owners=self.owners, units=self.units, sentences=self.sentences)
         os.replace(tmp, path)
 
     @classmethod
-    def load_cached(cls, path: Path, live: list[str]) -> ExactVectors | None:
-        """The vectors cached at ``path`` when they are there, whole and of exactly the ``live`` chunks;
-        else None, and an unreadable file is logged (the caller reads the store again)."""
+    def load_cached(cls, path: Path, stamp: str, live: list[str]) -> ExactVectors | None:
+        """The vectors cached at ``path`` when they are there, whole, of the commit ``stamp`` names and of
+        exactly the ``live`` chunks; else None, and an unreadable file is logged (the caller reads the store)."""
         if not path.exists():
             return None
         try:
             with np.load(path) as npz:
-                loaded = cls(npz["chunk_ids"].tolist(), npz["chunks"], npz["owners"], npz["units"], npz["sentences"])
+                loaded = cls(str(npz["stamp"]), npz["chunk_ids"].tolist(), npz["chunks"], npz["owners"], npz["units"],
+                             npz["sentences"])
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
             log.warning("Ignoring unreadable vector cache %s (%s); reading the store again", path, exc)
             return None
-        return loaded if loaded.chunk_ids == live else None
+        return loaded if loaded.stamp == stamp and loaded.chunk_ids == live else None
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

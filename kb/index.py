@@ -285,7 +285,9 @@ class KnowledgeBase:
         self._client: Any = None
         self._lock = threading.RLock()
         self._view: IndexView | None = None
-        self._exact: tuple[IndexView, ExactVectors | None] | None = None  # the vectors of which view
+        # The view the exact search last read vectors for, and them (None: over the limit, or unreadable);
+        # compared by identity, so a new view reads again.
+        self._exact: tuple[IndexView, ExactVectors | None] | None = None
         # Collection handles of the current client: looking one up is a round trip per call (7 ms).
         self._collections: dict[str, tuple[Any, Any]] = {}  # name -> (client, collection)
 
@@ -607,7 +609,10 @@ class KnowledgeBase:
         if held is not None and held[0] is view:
             return held[1]
         with self._lock:
-            if self._exact is None or self._exact[0] is not view:
+            held = self._exact
+            if held is not None and held[0] is not view and held[0].manifest.updated_at > view.manifest.updated_at:
+                return None  # a request still on the view a new commit replaced: the graph answers it
+            if held is None or held[0] is not view:
                 self._exact = (view, self._read_exact_vectors(view, limit))
             return self._exact[1]
 
@@ -620,7 +625,8 @@ class KnowledgeBase:
             return None
         live = view.manifest.live_ids()
         path = self.view_cache_path(view.generation, EXACT_VECTORS)
-        cached = ExactVectors.load_cached(path, live)
+        stamp = json.dumps({"updated_at": view.manifest.updated_at, "embedding": view.manifest.embedding}, sort_keys=True)
+        cached = ExactVectors.load_cached(path, stamp, live)
         if cached is not None:
             return cached
         started = time.perf_counter()
@@ -639,7 +645,7 @@ class KnowledgeBase:
             if (unit := _sentence_unit(sid)) is not None
         )
         try:
-            vectors = ExactVectors.from_records(live, chunk_records, sentence_records)
+            vectors = ExactVectors.from_records(stamp, live, chunk_records, sentence_records)
         except ValueError as exc:  # a chunk replaced while reading: the next view reads again
             log.warning("Searching with Chroma's HNSW index: %s", exc)
             return None

@@ -25,7 +25,7 @@ def test_exact_and_graph_search_find_the_same_passages(exact_and_graph):
     exact, graph = exact_and_graph
     view = exact.kb.view()
     vectors = exact.kb.exact_vectors(view)
-    assert vectors is not None and graph.kb.exact_vectors(graph.kb.view()) is None
+    assert vectors is not None
     stored = exact.kb.chunks_collection().count() + exact.kb.sentences_collection().count()
     assert len(vectors) == stored and len(vectors.chunk_ids) == len(view.chunks)
     for row in load_gold().rows[:40]:
@@ -64,6 +64,8 @@ def test_a_new_generation_is_searched_with_its_own_vectors(tmp_path):
         "# Serving\n\n## Quantization\n\nWeights stored in four bits take a quarter of the memory of sixteen-bit "
         "weights, at a small loss of accuracy.\n", encoding="utf-8")
     run_ingest(settings)
+    second = KnowledgeBase(settings).read_manifest().generation
+    assert bot.kb.view_cache_path(second, EXACT_VECTORS).exists(), "the ingest cached them with its view"
     passages = bot.retrieve(question, k=3, using=("dense",))
     assert passages[0].doc == "serving.md"
     assert bot.kb.view().generation > first
@@ -88,3 +90,19 @@ def test_past_the_limit_chroma_searches(primer_settings, caplog):
         assert bot.retrieve("KV Cache 的显存占用公式是什么？", k=3)
     assert bot.kb.exact_vectors(bot.kb.view()) is None
     assert "more than exact_search_max_vectors (10)" in caplog.text
+
+
+def test_a_cached_file_of_another_commit_is_not_used(primer_settings, tmp_path):
+    """A store started again (its folder deleted, a server's collection reset) reuses generation numbers and
+    chunk ids: the cache says which commit and model its vectors are of."""
+    from kb.exact_search import ExactVectors
+
+    kb = KnowledgeBase(primer_settings)
+    vectors = kb.exact_vectors(kb.view())
+    assert vectors is not None
+    path = tmp_path / "vectors.npz"
+    vectors.save(path)
+    assert ExactVectors.load_cached(path, vectors.stamp, vectors.chunk_ids) is not None
+    assert ExactVectors.load_cached(path, vectors.stamp.replace("e5", "e6"), vectors.chunk_ids) is None
+    assert ExactVectors.load_cached(path, vectors.stamp, vectors.chunk_ids[1:]) is None
+
