@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kb import markup
 from kb.markup import table_separator
@@ -85,15 +85,31 @@ class Span:
     text: str
     is_table_row: bool = False
     is_heading: bool = False  # a Markdown heading line (or a <details> summary): a label, not a statement
+    in_code: bool = False  # inside a fenced code block, where "#" starts a comment and "|" no table row
 
 
 def split_sentences(text: str) -> list[Span]:
     """Sentences (and table rows, one per row) with offsets; citation marks stay with their sentence."""
     spans: list[Span] = []
     pos = 0
+    fence = ""  # the fence that opened the code block being read, if any
     for line in text.splitlines(keepends=True):
         line_start, stripped = pos, line.strip()
         pos += len(line)
+        if stripped.startswith(("```", "~~~")):
+            if not fence:
+                fence = stripped[:3]
+            elif stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence = ""
+        elif fence:
+            if stripped and not _TABLE_SEPARATOR.match(stripped):
+                # Split as any other line (the stored sentence vectors are numbered by these spans);
+                # a comment or a pipe is one span, as a heading or a row was.
+                offset = line_start + line.index(stripped)
+                whole = stripped.startswith(("#", "|")) or markup.DETAILS_SUMMARY_RE.match(stripped)
+                spans.extend([Span(offset, offset + len(stripped), stripped, in_code=True)] if whole else
+                             [replace(span, in_code=True) for span in sentences_in_line(line, line_start)])
+            continue
         if not stripped or _TABLE_SEPARATOR.match(stripped):
             continue
         offset = line_start + line.index(stripped)

@@ -196,6 +196,21 @@ def test_a_line_ending_in_a_colon_is_quoted_with_what_it_introduces():
                                            "curl http://localhost:11434/api/generate -d '{", '"seed": 123']
 
 
+def test_a_comment_in_a_code_block_does_not_end_the_answer():
+    """A '# comment' line inside the code a label introduces is code, not a sub-heading: the answer goes on
+    past it to the command (read as a heading, it ended the answer's sub-section)."""
+    from chat.extractive import select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("### Development\n\nTo reinstall in editable mode inside the container:\n\n```bash\n"
+            "# from the mounted source folder\npip install -e . --no-build-isolation\n```\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
+    passage = Passage(id="t", text=text, doc="d.md", section="Docker", start=0, end=len(text), score=1.0)
+    chosen = select("How do I reinstall in editable mode inside the container?", [passage], bm25)
+    assert [e.display for e in chosen][-2:] == ["pip install -e .", "--no-build-isolation"]  # split at ". ", as stored
+
+
 def test_a_chinese_question_reads_an_english_passage_through_its_words_senses():
     """No Chinese word of the question is in English text, so without the dictionary the answer starts
     where the dense search points; with each word's senses, the sentence that holds them is quoted."""

@@ -67,6 +67,26 @@ def test_citation_marks_stay_with_their_sentence_and_table_rows_are_units():
     ]
 
 
+def test_inside_a_code_block_a_hash_starts_a_comment_and_a_pipe_no_table_row():
+    """The same spans as before (the stored sentence vectors are numbered by them), flagged as code: a
+    comment read as a heading cut an answer off before the command under it."""
+    text = "Install:\n\n```bash\n# inside the container\npip install -e .\n| tee log.txt\n```\n\n# After\nDone."
+    spans = split_sentences(text)
+    assert [(s.text, s.in_code, s.is_heading, s.is_table_row) for s in spans] == [
+        ("Install:", False, False, False),
+        ("```bash", False, False, False),
+        ("# inside the container", True, False, False),
+        ("pip install -e .", True, False, False),
+        ("| tee log.txt", True, False, False),
+        ("```", False, False, False),
+        ("# After", False, True, False),
+        ("Done.", False, False, False),
+    ]
+    assert all(text[s.start : s.end] == s.text for s in spans)
+    tilde = split_sentences("~~~\n# a comment\n~~~\n# Heading")
+    assert [s.is_heading for s in tilde] == [False, False, False, True]
+
+
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
 def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
