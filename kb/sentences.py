@@ -92,8 +92,9 @@ def split_sentences(text: str) -> list[Span]:
     """Sentences (and table rows, one per row) with offsets; citation marks stay with their sentence."""
     spans: list[Span] = []
     pos = 0
-    fence = ""  # the fence that opened the code block being read, if any
-    for line in text.splitlines(keepends=True):
+    lines = text.splitlines(keepends=True)
+    fence = _open_fence_at_start(lines)  # the fence that opened the code block being read, if any
+    for line in lines:
         line_start, stripped = pos, line.strip()
         pos += len(line)
         if stripped.startswith(("```", "~~~")):
@@ -121,6 +122,29 @@ def split_sentences(text: str) -> list[Span]:
             continue
         spans.extend(sentences_in_line(line, line_start))
     return spans
+
+
+def _open_fence_at_start(lines: list[str]) -> str:
+    """The fence of the code block ``lines`` start inside, or "" when they start outside any.
+
+    A chunk of a long code block can start inside it; then its first fence line, bare, closes the block.
+    Told from an opening fence by what stands before it: code, no heading. When it is not that clear,
+    outside (as a text that is not a chunk always starts).
+    """
+    fences = [line.strip() for line in lines if line.strip().startswith(("```", "~~~"))]
+    if not fences or fences[0].strip(fences[0][0]):  # none, or the first names a language: it opens
+        return ""
+    if len(fences) % 2 == 0 and not fences[-1].strip(fences[-1][0]):
+        return ""  # balanced, and nothing suggests the last one opens a block the text ends in
+    before = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            break
+        before.append(stripped)
+    if not any(before) or any(b.startswith("#") or markup.DETAILS_SUMMARY_RE.match(b) for b in before):
+        return ""
+    return fences[0][:3]
 
 
 def sentences_in_line(line: str, base: int = 0, ends: str = SENTENCE_END) -> list[Span]:

@@ -85,6 +85,14 @@ def test_inside_a_code_block_a_hash_starts_a_comment_and_a_pipe_no_table_row():
     assert all(text[s.start : s.end] == s.text for s in spans)
     tilde = split_sentences("~~~\n# a comment\n~~~\n# Heading")
     assert [s.is_heading for s in tilde] == [False, False, False, True]
+    # A chunk of a long code block starts inside it: its first, bare fence closes the block.
+    tail = split_sentences('  "stream": false\n}\n```\n\n#### Response\n\nA stream of objects.')
+    assert [(s.text, s.in_code, s.is_heading) for s in tail] == [
+        ('"stream": false', True, False), ("}", True, False), ("```", False, False),
+        ("#### Response", False, True), ("A stream of objects.", False, False)]
+    # One that ends inside one opens it with its last fence, bare or not.
+    head = split_sentences("#### Request\n\n```\ncurl http://localhost:11434/api/chat -d '{\n# a comment")
+    assert [(s.in_code, s.is_heading) for s in head] == [(False, True), (False, False), (True, False), (True, False)]
 
 
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
