@@ -105,7 +105,6 @@ _ADMONITION_OPEN_RE = re.compile(
 _ADMONITION_CLOSE_RE = re.compile(r"^[ \t]*:{3,}[ \t]*$")
 _RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
-_FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 _LIST_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
 _TABLE_SEP_RE = markup.table_separator()
 _BOLD_ONLY_RE = re.compile(r"^(\*\*|__)(?P<t>.+?)\1[ \t]*[：:]?$")
@@ -353,7 +352,7 @@ def _scan(
 
 def _markdown_block_at(lines: list[_Line], i: int, blank_before: bool) -> tuple[list[_Block], int] | None:
     line = lines[i]
-    if fence := _FENCE_RE.match(line.text):
+    if fence := markup.FENCE_RE.match(line.text):
         end = _fence_end(lines, i, fence.group(1))
         last = max(k for k in range(i, end + 1) if not lines[k].blank)
         return [_Block("code", i, last, blank_before)], end + 1
@@ -468,8 +467,7 @@ def _trim_block(block: _Block, lines: list[_Line]) -> _Block:
 
 def _fence_end(lines: list[_Line], i: int, marker: str) -> int:
     for k in range(i + 1, len(lines)):
-        stripped = lines[k].stripped
-        if stripped.startswith(marker[0] * len(marker)) and not stripped.strip(marker[0]):
+        if markup.closes_fence(lines[k].stripped, marker):
             return k
     return len(lines) - 1  # unclosed: like CommonMark, it runs to the end of the document
 
@@ -492,7 +490,7 @@ def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -
         return True
     if not markdown:
         return False
-    if _FENCE_RE.match(line.text) or _ATX_RE.match(line.text) or _RULE_RE.match(line.text):
+    if markup.FENCE_RE.match(line.text) or _ATX_RE.match(line.text) or _RULE_RE.match(line.text):
         return True
     if markup.DETAILS_SUMMARY_RE.match(line.text) or markup.DETAILS_CLOSE_RE.match(line.text):
         return True

@@ -22,6 +22,18 @@ _HTML_TAGS = (
 ).split()
 _TAG_RE = re.compile(rf"</?(?:{'|'.join(_HTML_TAGS)})(?:\s[^<>]*)?/?>", re.IGNORECASE)
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+# Fenced code (CommonMark): a run of three or more backticks or tildes opens a block, and a line of only
+# that character, at least as long, closes it. The chunker keeps such blocks whole; the sentence splitter
+# reads their "#" lines as comments.
+FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+
+
+def closes_fence(line: str, marker: str) -> bool:
+    """Whether ``line`` closes the code block that the fence ``marker`` (e.g. "```") opened."""
+    stripped = line.strip()
+    return stripped.startswith(marker[0] * len(marker)) and not stripped.strip(marker[0])
+
+
 _BASE64_RE = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+|[A-Za-z0-9+/]{80,}={0,2}")
 _BADGE_RE = re.compile(r"\[!\[[^\]\n]*\]\([^)\n]*\)\]\([^)\n]*\)")
 _IMAGE_RE = re.compile(r"!\[([^\]\n]*)\]\([^)\n]*\)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from itertools import takewhile
 
 from kb import markup
 from kb.markup import table_separator
@@ -93,15 +94,15 @@ def split_sentences(text: str) -> list[Span]:
     spans: list[Span] = []
     pos = 0
     lines = text.splitlines(keepends=True)
-    fence = _open_fence_at_start(lines)  # the fence that opened the code block being read, if any
+    fence = _open_fence_at_start(lines)  # the marker of the code block being read, if any
     for line in lines:
         line_start, stripped = pos, line.strip()
         pos += len(line)
-        if stripped.startswith(("```", "~~~")):
-            if not fence:
-                fence = stripped[:3]
-            elif stripped.startswith(fence) and not stripped.strip(fence[0]):
-                fence = ""
+        opening = markup.FENCE_RE.match(stripped)
+        if fence and markup.closes_fence(stripped, fence):
+            fence = ""
+        elif opening and not fence:
+            fence = opening.group(1)
         elif fence:
             if stripped and not _TABLE_SEPARATOR.match(stripped):
                 # Split as any other line (the stored sentence vectors are numbered by these spans);
@@ -125,26 +126,27 @@ def split_sentences(text: str) -> list[Span]:
 
 
 def _open_fence_at_start(lines: list[str]) -> str:
-    """The fence of the code block ``lines`` start inside, or "" when they start outside any.
+    """The marker of the code block ``lines`` start inside, or "" when they start outside any.
 
     A chunk of a long code block can start inside it; then its first fence line, bare, closes the block.
     Told from an opening fence by what stands before it: code, no heading. When it is not that clear,
     outside (as a text that is not a chunk always starts).
     """
-    fences = [line.strip() for line in lines if line.strip().startswith(("```", "~~~"))]
-    if not fences or fences[0].strip(fences[0][0]):  # none, or the first names a language: it opens
+    fences = [line.strip() for line in lines if markup.FENCE_RE.match(line)]
+    if not fences or not _is_bare(fences[0]):  # none, or the first names a language: it opens
         return ""
-    if len(fences) % 2 == 0 and not fences[-1].strip(fences[-1][0]):
+    if len(fences) % 2 == 0 and _is_bare(fences[-1]):
         return ""  # balanced, and nothing suggests the last one opens a block the text ends in
-    before = []
-    for line in lines:
-        stripped = line.strip()
-        if stripped.startswith(("```", "~~~")):
-            break
-        before.append(stripped)
+    before = [line.strip() for line in takewhile(lambda line: not markup.FENCE_RE.match(line), lines)]
     if not any(before) or any(b.startswith("#") or markup.DETAILS_SUMMARY_RE.match(b) for b in before):
         return ""
-    return fences[0][:3]
+    opening = markup.FENCE_RE.match(fences[0])
+    return opening.group(1) if opening else ""
+
+
+def _is_bare(fence_line: str) -> bool:
+    """A fence line with no language after it ("```", not "```bash")."""
+    return not fence_line.strip(fence_line[0])
 
 
 def sentences_in_line(line: str, base: int = 0, ends: str = SENTENCE_END) -> list[Span]:
