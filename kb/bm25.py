@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
+
+from kb.atomic_file import replaced_atomically
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,9 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.ids)
 
-    # --- persistence: written to a temporary name and renamed, so a reader never sees half a file ---
+    # --- persistence: replaced whole (kb.atomic_file), so a reader never sees half a file ---
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
+        with replaced_atomically(path) as fh:
             np.savez_compressed(
                 fh,
                 data=self.weights.data,
@@ -96,7 +95,6 @@ class BM25Index:
                 shape=np.array(self.weights.shape),
                 meta=np.frombuffer(json.dumps({"ids": self.ids, "vocab": self.vocab}).encode(), dtype=np.uint8),
             )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> BM25Index:

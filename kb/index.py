@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kb.atomic_file import replaced_atomically
 from kb.bm25 import BM25Index
 from kb.chunk import Chunk
 from kb.errors import KbqaError
@@ -680,7 +680,8 @@ class KnowledgeBase:
         path = self.view_cache_path(view.generation)
         view.bm25.save(path)
         table = {cid: asdict(chunk) for cid, chunk in view.chunks.items()}
-        _write_atomic(path.with_suffix(".chunks.json"), json.dumps(table, ensure_ascii=False))
+        with replaced_atomically(path.with_suffix(".chunks.json")) as fh:
+            fh.write(json.dumps(table, ensure_ascii=False).encode("utf-8"))
 
     def _load_cached_view(self, manifest: Manifest) -> IndexView | None:
         path = self.view_cache_path(manifest.generation)
@@ -801,10 +802,3 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), max(1, size)):
         yield items[i : i + size]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
