@@ -8,17 +8,13 @@ so a query is one sparse column slice and a sum.
 from __future__ import annotations
 
 import json
-import logging
-import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse
 
-from kb.atomic_file import replaced_atomically
-
-log = logging.getLogger(__name__)
+from kb.cache_files import opened_npz, read_whole, replaced_atomically
 
 K1 = 1.5
 B = 0.75
@@ -84,7 +80,7 @@ class BM25Index:
     def __len__(self) -> int:
         return len(self.ids)
 
-    # --- persistence: replaced whole (kb.atomic_file), so a reader never sees half a file ---
+    # --- persistence: replaced whole (kb.cache_files), so a reader never sees half a file ---
     def save(self, path: Path) -> None:
         with replaced_atomically(path) as fh:
             np.savez_compressed(
@@ -99,25 +95,14 @@ class BM25Index:
     @classmethod
     def load(cls, path: Path) -> BM25Index:
         """The index saved at ``path``; ``ValueError`` when the file is not a whole one (OSError when unreadable)."""
-        try:
-            with np.load(path) as npz:
-                meta = json.loads(npz["meta"].tobytes().decode())
-                weights = sparse.csc_matrix(
-                    (npz["data"], npz["indices"], npz["indptr"]), shape=tuple(npz["shape"])
-                )
-        except (zipfile.BadZipFile, EOFError, KeyError) as exc:  # cut short, or another file under that name
-            raise ValueError(f"{path} is not a whole BM25 index ({exc})") from exc
+        with opened_npz(path) as npz:
+            meta = json.loads(npz["meta"].tobytes().decode())
+            weights = sparse.csc_matrix((npz["data"], npz["indices"], npz["indptr"]), shape=tuple(npz["shape"]))
         return cls(meta["ids"], meta["vocab"], weights)
 
     @classmethod
     def load_cached(cls, path: Path, ids: list[str]) -> BM25Index | None:
         """The index cached at ``path`` when it is there, whole and indexes exactly ``ids``; else None, and
         an unreadable file is logged (the caller rebuilds it)."""
-        if not path.exists():
-            return None
-        try:
-            index = cls.load(path)
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring unreadable index cache %s (%s); rebuilding it", path, exc)
-            return None
-        return index if index.ids == ids else None
+        index = read_whole(path, cls.load, "index cache")
+        return index if index is not None and index.ids == ids else None

@@ -10,16 +10,12 @@ exact and takes 0.7 ms there (retrieval p95 25 ms, was 53-60); its cost grows wi
 
 from __future__ import annotations
 
-import logging
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from kb.atomic_file import replaced_atomically
-
-log = logging.getLogger(__name__)
+from kb.cache_files import opened_npz, read_whole, replaced_atomically
 
 _MASKS_KEPT = 64  # candidate sets (one per scope) whose row masks are kept
 
@@ -95,26 +91,25 @@ class ExactVectors:
     def __len__(self) -> int:
         return len(self.chunk_ids) + len(self.owners)
 
-    # --- persistence: replaced whole (kb.atomic_file), so a reader never sees half a file ---
+    # --- persistence: replaced whole (kb.cache_files), so a reader never sees half a file ---
     def save(self, path: Path) -> None:
         with replaced_atomically(path) as fh:
             np.savez(fh, stamp=np.asarray(self.stamp), chunk_ids=np.asarray(self.chunk_ids), chunks=self.chunks,
                      owners=self.owners, units=self.units, sentences=self.sentences)
 
     @classmethod
+    def load(cls, path: Path) -> ExactVectors:
+        """The vectors saved at ``path``; ``ValueError`` when the file is not a whole one (OSError when unreadable)."""
+        with opened_npz(path) as npz:
+            return cls(str(npz["stamp"]), npz["chunk_ids"].tolist(), npz["chunks"], npz["owners"], npz["units"],
+                       npz["sentences"])
+
+    @classmethod
     def load_cached(cls, path: Path, stamp: str, live: list[str]) -> ExactVectors | None:
         """The vectors cached at ``path`` when they are there, whole, of the commit ``stamp`` names and of
         exactly the ``live`` chunks; else None, and an unreadable file is logged (the caller reads the store)."""
-        if not path.exists():
-            return None
-        try:
-            with np.load(path) as npz:
-                loaded = cls(str(npz["stamp"]), npz["chunk_ids"].tolist(), npz["chunks"], npz["owners"], npz["units"],
-                             npz["sentences"])
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-            log.warning("Ignoring unreadable vector cache %s (%s); reading the store again", path, exc)
-            return None
-        return loaded if loaded.stamp == stamp and loaded.chunk_ids == live else None
+        loaded = read_whole(path, cls.load, "vector cache")
+        return loaded if loaded is not None and loaded.stamp == stamp and loaded.chunk_ids == live else None
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:

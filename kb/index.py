@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kb.atomic_file import replaced_atomically
 from kb.bm25 import BM25Index
+from kb.cache_files import read_whole, replaced_atomically
 from kb.chunk import Chunk
 from kb.errors import KbqaError
 from kb.exact_search import ExactVectors
@@ -691,10 +691,8 @@ class KnowledgeBase:
         bm25 = BM25Index.load_cached(path, manifest.live_ids())
         if bm25 is None:
             return None
-        try:
-            table = json.loads(table_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring unreadable index cache %s (%s); rebuilding it", table_path, exc)
+        table = read_whole(table_path, lambda p: json.loads(p.read_text(encoding="utf-8")), "index cache")
+        if table is None:
             return None
         return IndexView(manifest=manifest, chunks={k: Chunk(**v) for k, v in table.items()}, bm25=bm25)
 
