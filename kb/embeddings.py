@@ -170,7 +170,8 @@ def _return_freed_memory() -> None:
     """Hand the heap that loading freed back to the OS (glibc keeps it otherwise).
 
     ONNX Runtime parses the model file, copies its weights out and frees the parse; the tokenizer's
-    build frees more. glibc keeps those pages in the process: tens of MB of a serving process's RSS. Elsewhere (musl, macOS) there is nothing to do.
+    build frees more. glibc keeps those pages in the process: tens of MB of a serving process's RSS.
+    Elsewhere (musl, macOS) there is nothing to do.
     """
     if not sys.platform.startswith("linux"):
         return
