@@ -361,6 +361,7 @@ def test_a_disk_that_fills_during_an_ingest_loses_nothing(small_disk, tmp_path, 
     done = subprocess.run([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 2 and "is full" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "embedded 0 of" in done.stderr  # the failed run's vectors were kept: a retry computes none again
 
     # What was served is served still: by the running assistant, and by a new one in the same process
     # (chromadb's client of the failed write would have kept it waiting forever; kb.index stops it).
