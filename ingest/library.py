@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 import unicodedata
@@ -497,11 +498,18 @@ def _write_atomic(target: Path, raw: bytes, *, exclusive: bool) -> None:
     ``exclusive``: the name must still be free (``link`` fails if a file appeared meanwhile).
     """
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-    with open(tmp, "wb") as fh:
-        fh.write(raw)
-        fh.flush()
-        os.fsync(fh.fileno())
     try:
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a full disk above all: say so, and leave no half-written file behind
+            free_mb = shutil.disk_usage(target.parent).free / 2**20
+            raise DocumentError(
+                f"Could not save {target.name!r} ({len(raw):,} bytes) in {target.parent}: "
+                f"{exc.strerror or exc} ({free_mb:.1f} MB free). Nothing was changed.", status=507,
+            ) from exc
         if exclusive:
             try:
                 os.link(tmp, target)

@@ -15,7 +15,7 @@ class ActionError(KbqaError):
     """An action on a document or a conversation that cannot be done as asked.
 
     ``status`` is the HTTP status an API answers with (400 bad input, 404 unknown, 409 a name that
-    exists, 413 too large); each subclass names its usual one in ``default_status``.
+    exists, 413 too large, 507 no room on the disk); each subclass names its usual one in ``default_status``.
     """
 
     default_status = 400

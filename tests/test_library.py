@@ -12,7 +12,7 @@ from ingest.pipeline import ingest_lock
 from kb.chunk import page_at, page_text
 from kb.index import KnowledgeBase
 from kb.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import fill_disk, make_settings
 
 CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 
@@ -264,3 +264,18 @@ def test_kept_documents_keep_their_text(tmp_path: Path) -> None:
     source = (settings.docs_dir / "first.md").read_text(encoding="utf-8")
     for chunk in (c for c in view.chunks.values() if c.doc == "first.md"):
         assert chunk.text == source[chunk.start:chunk.end]
+
+
+def test_an_upload_onto_a_full_disk_says_so_and_changes_nothing(small_disk) -> None:
+    disk = small_disk(8)
+    settings = make_settings(disk / "kb")
+    library = Library(settings)
+    library.add("first.md", "# 第一\n\n第一份文档的正文。".encode())
+    before = [(d.name, d.chunks) for d in library.list()]
+    fill_disk(disk, leave_kb=64)
+    big = ("# 大文件\n\n" + "这一行是正文，用来把磁盘写满。\n" * 20000).encode()  # ~0.9 MB, more than is free
+    with pytest.raises(DocumentError, match=r"Could not save 'big.md'.*MB free\)\. Nothing was changed") as caught:
+        library.add("big.md", big)
+    assert caught.value.status == 507
+    assert [p.name for p in settings.docs_dir.iterdir()] == ["first.md"]  # no half-written file
+    assert [(d.name, d.chunks) for d in Library(settings).list()] == before

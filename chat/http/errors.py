@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 # OpenAI's error types, by status.
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
-               422: "invalid_request_error", 429: "rate_limit_error", 502: "api_error", 503: "service_unavailable"}
+               422: "invalid_request_error", 429: "rate_limit_error", 502: "api_error", 503: "service_unavailable",
+               507: "api_error"}
 
 
 class ApiError(Exception):
