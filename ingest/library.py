@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import threading
 import time
 import unicodedata
@@ -34,6 +33,7 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from ingest.pipeline import IngestError, IngestReport, chunk_document, run_ingest
 from ingest.reader import SUPPORTED_SUFFIXES, Candidate, Skipped, decode_text, discover, read_document
 from kb.chunk import page_at
+from kb.disk import free_text, out_of_space
 from kb.errors import ActionError, KbqaError
 from kb.index import KnowledgeBase, Manifest
 from kb.records import Record
@@ -265,7 +265,12 @@ class Library:
                     target = self._free_name(target)
             name = self._upload_name(target.name)
             created = not target.exists()
-            _write_atomic(target, raw, exclusive=created)
+            try:
+                _write_atomic(target, raw, exclusive=created)
+            except BaseException:  # the file in place is as it was: only the backup link goes
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+                raise
             report(0.05, f"Saved {name}")
             try:
                 ingest = self._ingest(report, expected=self._expected_texts(target, name))
@@ -499,17 +504,10 @@ def _write_atomic(target: Path, raw: bytes, *, exclusive: bool) -> None:
     """
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:  # a full disk above all: say so, and leave no half-written file behind
-            free_mb = shutil.disk_usage(target.parent).free / 2**20
-            raise DocumentError(
-                f"Could not save {target.name!r} ({len(raw):,} bytes) in {target.parent}: "
-                f"{exc.strerror or exc} ({free_mb:.1f} MB free). Nothing was changed.", status=507,
-            ) from exc
+        with open(tmp, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
         if exclusive:
             try:
                 os.link(tmp, target)
@@ -517,5 +515,12 @@ def _write_atomic(target: Path, raw: bytes, *, exclusive: bool) -> None:
                 raise DocumentError(f"A document named {target.name!r} appeared meanwhile; try again.", 409) from exc
         else:
             os.replace(tmp, target)
+    except OSError as exc:
+        if not out_of_space(exc):
+            raise
+        raise DocumentError(
+            f"Could not save {target.name!r} ({len(raw):,} bytes) in {target.parent}: the disk is full "
+            f"({free_text(target.parent)}). Nothing was changed.", status=507,
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)

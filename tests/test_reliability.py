@@ -357,23 +357,27 @@ def test_a_disk_that_fills_during_an_ingest_loses_nothing(small_disk, tmp_path, 
     # In the app's process (an upload) and from another shell: the reason, never a traceback.
     with pytest.raises(DiskFull, match=r"MB free\).*Free some space and run the ingest again"):
         run_ingest(settings)
+    # From here on a call on chromadb's client of the failed write would wait forever (kb.index stops
+    # it), holding the GIL, so no thread can time it out: the whole run ends with the stacks instead,
+    # printed to the terminal (capture off), not into pytest's capture of a process that never reports.
+    with capsys.disabled():
+        faulthandler.dump_traceback_later(300, exit=True)
+        try:
+            _after_a_full_disk(settings, bot, before, filler)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def _after_a_full_disk(settings: Settings, bot: Assistant, before: list[tuple[str, int]], filler: Path) -> None:
     env = {**_cli_env(settings), "KBQA_VECTOR_CACHE": str(settings.vector_cache)}
     done = subprocess.run([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 2 and "is full" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "embedded 0 of" in done.stderr  # the failed run's vectors were kept: a retry computes none again
 
-    # What was served is served still: by the running assistant, and by a new one in the same process
-    # (chromadb's client of the failed write would have kept it waiting forever; kb.index stops it).
-    # Such a wait holds the GIL, so no thread can time it out: the whole run ends with the stacks instead,
-    # printed to the terminal (capture off), not into pytest's capture of a process that never reports.
-    with capsys.disabled():
-        faulthandler.dump_traceback_later(120, exit=True)
-        try:
-            for reader in (bot, Assistant(settings)):
-                assert [(p.doc, p.start) for p in reader.retrieve(SEED_Q, k=3)] == before
-        finally:
-            faulthandler.cancel_dump_traceback_later()
+    # What was served is served still: by the running assistant, and by a new one in the same process.
+    for reader in (bot, Assistant(settings)):
+        assert [(p.doc, p.start) for p in reader.retrieve(SEED_Q, k=3)] == before
     assert list(KnowledgeBase(settings).read_manifest().docs) == [SEED_DOC.name]
 
     filler.unlink()

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chat.generation import GenerationError
 from chat.questions import QuestionError
 from kb.errors import ActionError, KbqaError
-from kb.index import KnowledgeBaseError
+from kb.index import DiskFull, KnowledgeBaseError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def from_exception(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, QuestionError):
         return ApiError(400, str(exc), code="invalid_question", param="messages")
+    if isinstance(exc, DiskFull):  # the store is there, it has no room: retrying later will not help
+        return ApiError(507, str(exc), code="insufficient_storage")
     if isinstance(exc, KnowledgeBaseError):
         return ApiError(503, str(exc), code="knowledge_base_unavailable")
     if isinstance(exc, GenerationError):
