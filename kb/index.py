@@ -203,14 +203,18 @@ _EMBEDDED = _EmbeddedStores()
 _DISK_FULL_MARKERS = ("database or disk is full", "no space left on device", "os error 28")
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def _mentions(exc: BaseException, markers: tuple[str, ...]) -> bool:
+    """Whether ``exc`` or an exception it came from says one of ``markers`` (Chroma wraps SQLite's errors)."""
     text = " ".join(str(e).lower() for e in _causes(exc))
-    return any(marker in text for marker in _DISK_FULL_MARKERS)
+    return any(marker in text for marker in markers)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return _mentions(exc, _DISK_FULL_MARKERS)
 
 
 def _is_corrupt(exc: BaseException) -> bool:
-    text = " ".join(str(e).lower() for e in _causes(exc))
-    return any(marker in text for marker in _CORRUPT_MARKERS)
+    return _mentions(exc, _CORRUPT_MARKERS)
 
 
 @dataclass
@@ -433,7 +437,7 @@ class KnowledgeBase:
                     with self._lock:
                         self._client = None
                     _EMBEDDED.discard(self.settings.chroma_path)
-                raise DiskFull(self._disk_full(exc)) from exc
+                raise self._store_error(exc) from exc
             if not self.settings.uses_chroma_server and _is_corrupt(exc):
                 with self._lock:
                     self._client = None
