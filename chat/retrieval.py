@@ -8,10 +8,11 @@ are made from the knowledge base's chunk table.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -216,16 +217,39 @@ class FusionWeights:
     by_retriever: tuple[tuple[str, float], ...] = (
         (DENSE, _default("dense_weight")), (BM25, _default("bm25_weight")), (CROSS, _default("cross_language_weight")),
         (GLOSS, _default("gloss_weight")))
+    gloss_max: float = _default("gloss_weight_max")
 
     def weight(self, name: str) -> float:
         return dict(self.by_retriever).get(name, 1.0)
+
+    def with_gloss_evidence(self, written: list[NodeWithScore], glossed: list[NodeWithScore]) -> FusionWeights:
+        """These weights with the dictionary list's weight set by how much better it matched than the question.
+
+        Rank fusion hears only ranks, so the dictionary list's first passage counts the same whether
+        it matches the question's every word or a few of them. When the question read through the
+        dictionary matches the other language's documents far better than the question as written
+        matches any document (BM25's best scores), the answer is most likely in the other language:
+        the list's weight grows with the square of that ratio, up to ``gloss_max``. Below a ratio of
+        1 it keeps its own weight. Chosen on the tune splits (README, "Retrieval").
+        """
+        base = self.weight(GLOSS)
+        if not glossed or not base:
+            return self
+        best_glossed = float(glossed[0].score or 0.0)
+        best_written = float(written[0].score or 0.0) if written else 0.0
+        ratio = best_glossed / best_written if best_written > 0 else math.inf
+        weight = min(max(base, self.gloss_max), base * max(ratio, 1.0) ** 2)
+        if weight == base:
+            return self
+        others = tuple((name, w) for name, w in self.by_retriever if name != GLOSS)
+        return replace(self, by_retriever=(*others, (GLOSS, weight)))
 
     @classmethod
     def from_settings(cls, settings: Settings, language: str = "zh") -> FusionWeights:
         bm25 = settings.bm25_weight if language == "zh" else settings.bm25_weight_en
         return cls(rrf_k=settings.rrf_k, by_retriever=(
             (DENSE, settings.dense_weight), (BM25, bm25), (CROSS, settings.cross_language_weight),
-            (GLOSS, settings.gloss_weight)))
+            (GLOSS, settings.gloss_weight)), gloss_max=settings.gloss_weight_max)
 
 
 def fuse(result_lists: Sequence[tuple[str, list[NodeWithScore]]], weights: FusionWeights) -> list[NodeWithScore]:
@@ -316,6 +340,7 @@ class HybridRetriever(BaseRetriever):
     def retrieve_variants(self, queries: Sequence[str], scope: Scope = None) -> list[NodeWithScore]:
         """Fused ranking of every query variant; ``scope`` limits it to some documents."""
         lists: list[tuple[str, list[NodeWithScore]]] = []
+        written: list[NodeWithScore] = []  # the question's own BM25 list, against which the dictionary list is weighed
         for i, query in enumerate(queries):
             for name, retriever in self._retrievers.items():
                 label = name if i == 0 else f"{name}:variant{i}"
@@ -328,12 +353,14 @@ class HybridRetriever(BaseRetriever):
                 if isinstance(retriever, BM25Retriever):
                     hits = retriever.search(query, scope)
                     if i == 0:
+                        written = hits
                         lists.extend(self._glossed(retriever, query, scope))
                 else:
                     hits = retriever.retrieve(QueryBundle(query_str=query))
                     hits = [h for h in hits if scope is None or h.node.metadata.get("doc") in scope]
                 lists.append((label, hits))
-        fused = fuse(lists, self._weights)
+        glossed = next((hits for name, hits in lists if name == GLOSS), [])
+        fused = fuse(lists, self._weights.with_gloss_evidence(written, glossed))
         if self._reranker is not None and queries:
             fused = rerank(self._reranker, queries[0], fused, self._rerank_depth)
         return fused

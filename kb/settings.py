@@ -106,6 +106,9 @@ class Settings(BaseSettings):
         0.5, ge=0, description="Weight of BM25 across languages through CC-CEDICT: a Chinese question's words "
         "looked up over the English documents, an English question over the Chinese documents read in "
         "English (0: none).")
+    gloss_weight_max: float = Field(
+        2.5, ge=0, description="The dictionary list's weight when it matches far better than the question as "
+        "written: gloss_weight x (its best BM25 score / the written question's best)^2, capped here.")
     max_question_chars: int = Field(2000, ge=50, description="Longer questions are truncated, with a notice.")
     reranker: str | None = Field(
         None, description="Cross-encoder reranker: a local folder or a model in the Hugging Face cache "

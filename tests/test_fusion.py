@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from chat.retrieval import BM25, DENSE, FusionWeights, fuse
+from chat.retrieval import BM25, DENSE, GLOSS, FusionWeights, fuse
 from kb.bm25 import BM25Index
 from kb.settings import Settings
 
@@ -78,3 +78,30 @@ def test_bm25_round_trips_through_its_file(tmp_path):
     index.save(tmp_path / "bm25.npz")
     loaded = BM25Index.load(tmp_path / "bm25.npz")
     assert loaded.search(["量化", "模型"], k=2) == index.search(["量化", "模型"], k=2)
+
+
+def test_the_dictionary_list_weighs_more_when_it_matches_far_better_than_the_question():
+    weights = FusionWeights(by_retriever=((DENSE, 1.0), (BM25, 1.3), (GLOSS, 0.5)), gloss_max=2.5)
+    written, glossed = _scored(10.0), _scored(15.0)
+    assert weights.with_gloss_evidence(written, glossed).weight(GLOSS) == pytest.approx(0.5 * 1.5 ** 2)
+    assert weights.with_gloss_evidence(written, _scored(40.0)).weight(GLOSS) == 2.5  # capped
+    assert weights.with_gloss_evidence([], glossed).weight(GLOSS) == 2.5  # the question as written matched nothing
+    # no better than the question as written, or nothing found through the dictionary: its own weight
+    assert weights.with_gloss_evidence(written, _scored(8.0)) is weights
+    assert weights.with_gloss_evidence(written, []) is weights
+    boosted = weights.with_gloss_evidence(written, glossed)
+    assert boosted.weight(DENSE) == 1.0 and boosted.weight(BM25) == 1.3 and boosted.rrf_k == weights.rrf_k
+    off = FusionWeights(by_retriever=((GLOSS, 0.0),))
+    assert off.with_gloss_evidence(written, glossed) is off  # a list turned off stays off
+
+
+def test_a_stronger_dictionary_match_moves_its_passage_up_the_fusion():
+    weights = FusionWeights(rrf_k=1.0, by_retriever=((BM25, 1.3), (GLOSS, 0.5)), gloss_max=2.5)
+    lists = [(BM25, _hits("zh-topic")), (GLOSS, _hits("en-answer"))]
+    assert [h.node.node_id for h in fuse(lists, weights)] == ["zh-topic", "en-answer"]
+    strong = weights.with_gloss_evidence(_scored(10.0), _scored(30.0))
+    assert [h.node.node_id for h in fuse(lists, strong)] == ["en-answer", "zh-topic"]
+
+
+def _scored(best: float) -> list[NodeWithScore]:
+    return [NodeWithScore(node=TextNode(id_="top", text="top"), score=best)]
