@@ -20,6 +20,7 @@ from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
+from kb.markup import clean_markup
 from kb.sentences import Span, split_sentences
 from kb.text import detect_language, normalize, query_tokens, strip_noise, tokenize
 
@@ -214,7 +215,8 @@ def states_what_is_asked(question: str, extracts: Sequence[Extract]) -> bool:
     asked = content_question(question)
     if not _ASKS_AMOUNT.search(asked):
         return True
-    said = [e.display for e in extracts]
+    # A number in a URL (a port, a path) or in a link target or an inlined blob states no amount.
+    said = [clean_markup(e.display) for e in extracts]
     if not any(_STATES_AMOUNT.search(text) for text in said):
         return False
     return all(any(unit.search(text) for text in said) for asks, unit in _DIMENSIONS if asks.search(asked))
@@ -304,8 +306,8 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
             break
         if headings.get(span.start) != headings.get(best.start):
             break  # the next sub-section: another topic (on dev tune as many evidence spans, none run on)
-        if _said(spans) >= MIN_ANSWER_CHARS and not best.is_table_row:
-            break
+        if _said(spans) >= MIN_ANSWER_CHARS and not best.is_table_row and not _same_code_block(passage, spans[-1], span):
+            break  # but a command sequence is quoted to its end (within MAX_ANSWER_CHARS): cut, it is a broken one
         chosen.append((best_rank, span))
     if not best.is_table_row:  # a table row is continued by the rows under it, never led into
         chosen = _with_lead_in(passage, best, chosen, quotable, headings)
@@ -393,8 +395,22 @@ def _is_label(text: str) -> bool:
 
 
 def _units(spans: Iterable[Span]) -> int:
-    """How many statements ``spans`` make: a label only introduces one, so it does not count."""
-    return sum(not _is_label(s.text) for s in spans)
+    """How many statements ``spans`` make: a label only introduces one, so it does not count; the lines of
+    one code block are one (a command sequence), however many."""
+    count, previous = 0, None
+    for span in spans:
+        if not _is_label(span.text) and not (span.in_code and previous is not None and previous.in_code):
+            count += 1
+        previous = span
+    return count
+
+
+def _same_code_block(passage: Passage, before: Span, span: Span) -> bool:
+    """Whether ``span`` continues the code block that ``before`` is a line of (no fence between them)."""
+    if not (before.in_code and span.in_code):
+        return False
+    between = passage.text[before.end : span.start]
+    return not any(line.strip().startswith(("```", "~~~")) for line in between.splitlines())
 
 
 def _said(spans: Iterable[Span]) -> int:

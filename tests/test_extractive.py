@@ -78,6 +78,9 @@ def test_what_counts_as_asking_for_an_amount_and_stating_one():
     assert states_what_is_asked("默认保存多少个 checkpoint？", said("默认保存所有的 checkpoint。"))
     assert states_what_is_asked("默认值是多少？", said("默认值是 0.0001。"))
     assert not states_what_is_asked("How many images can one request carry?", said("Images are base64 encoded."))
+    # A port or a path in a URL is no amount either.
+    assert not states_what_is_asked("How many images can one request carry?",
+                                    said("curl http://localhost:11434/api/v2/generate -d '{"))
     assert states_what_is_asked("How long is a model kept in memory?", said("Five minutes by default."))
     assert states_what_is_asked("为什么要限制最大并发数？", said("牺牲并发保住单请求体验。"))  # asks why, not how much
     # An amount of memory or time is stated in its units, or relative to another amount.
@@ -209,6 +212,25 @@ def test_a_comment_in_a_code_block_does_not_end_the_answer():
     passage = Passage(id="t", text=text, doc="d.md", section="Docker", start=0, end=len(text), score=1.0)
     chosen = select("How do I reinstall in editable mode inside the container?", [passage], bm25)
     assert [e.display for e in chosen][-2:] == ["pip install -e .", "--no-build-isolation"]  # split at ". ", as stored
+
+
+def test_a_command_sequence_is_quoted_to_the_end_of_its_code_block():
+    """The lines of one code block are one statement: an answer that enters the block quotes it to its end
+    (within the length cap), not its first three lines; the prose after the block is another statement."""
+    from chat.extractive import select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("### Development\n\nTo reinstall in editable mode inside the container:\n\n```bash\n"
+            "git clone https://example.org/app.git\ncd app\n# mount the source folder\n"
+            "docker run --rm -it -v \"$PWD:/workspace/app\" app bash\npip install -e . --no-build-isolation\n```\n\n"
+            "A derived image needs a Dockerfile of its own.\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
+    passage = Passage(id="t", text=text, doc="d.md", section="Docker", start=0, end=len(text), score=1.0)
+    chosen = [e.display for e in select("How do I reinstall in editable mode inside the container?", [passage], bm25)]
+    assert chosen[0] == "To reinstall in editable mode inside the container:"
+    assert chosen[-2:] == ["pip install -e .", "--no-build-isolation"]
+    assert "A derived image needs a Dockerfile of its own." not in chosen
 
 
 def test_a_chinese_question_reads_an_english_passage_through_its_words_senses():
