@@ -20,7 +20,7 @@ from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
-from kb.markup import clean_markup
+from kb.markup import FENCE_RE, clean_markup
 from kb.sentences import Span, split_sentences
 from kb.text import detect_language, normalize, query_tokens, strip_noise, tokenize
 
@@ -302,7 +302,7 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     headings = local_headings(passage)
     for span in following:
         spans = [s for _, s in chosen]
-        if _units(spans) >= MAX_UNITS or sum(len(s.text) for s in spans) + len(span.text) > MAX_ANSWER_CHARS:
+        if _units(passage, spans) >= MAX_UNITS or sum(len(s.text) for s in spans) + len(span.text) > MAX_ANSWER_CHARS:
             break
         if headings.get(span.start) != headings.get(best.start):
             break  # the next sub-section: another topic (on dev tune as many evidence spans, none run on)
@@ -327,7 +327,7 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], 
     lead: list[Span] = []
     length = _said(s for _, s in chosen)
     for span in reversed([s for s in split_sentences(passage.text) if s.end <= best.start]):
-        if length >= MIN_ANSWER_CHARS or _units([*(s for _, s in chosen), *lead]) >= MAX_UNITS:
+        if length >= MIN_ANSWER_CHARS or _units(passage, [*(s for _, s in chosen), *lead]) >= MAX_UNITS:
             break
         if span.is_heading or headings.get(span.start) != headings.get(best.start):
             break
@@ -394,12 +394,12 @@ def _is_label(text: str) -> bool:
     return _MARKUP.sub("", text).strip().endswith(("：", ":"))
 
 
-def _units(spans: Iterable[Span]) -> int:
-    """How many statements ``spans`` make: a label only introduces one, so it does not count; the lines of
-    one code block are one (a command sequence), however many."""
+def _units(passage: Passage, spans: Iterable[Span]) -> int:
+    """How many statements ``spans`` of ``passage`` make: a label only introduces one, so it does not count;
+    the lines of one code block are one (a command sequence), however many."""
     count, previous = 0, None
-    for span in spans:
-        if not _is_label(span.text) and not (span.in_code and previous is not None and previous.in_code):
+    for span in sorted(spans, key=lambda s: s.start):  # in text order: a lead-in is listed after what it leads into
+        if not _is_label(span.text) and not (previous is not None and _same_code_block(passage, previous, span)):
             count += 1
         previous = span
     return count
@@ -410,7 +410,7 @@ def _same_code_block(passage: Passage, before: Span, span: Span) -> bool:
     if not (before.in_code and span.in_code):
         return False
     between = passage.text[before.end : span.start]
-    return not any(line.strip().startswith(("```", "~~~")) for line in between.splitlines())
+    return not any(FENCE_RE.match(line) for line in between.splitlines())
 
 
 def _said(spans: Iterable[Span]) -> int:
