@@ -20,7 +20,7 @@ from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
-from kb.markup import FENCE_RE, clean_markup
+from kb.markup import FENCE_RE, LIST_ITEM_RE, clean_markup
 from kb.sentences import Span, split_sentences
 from kb.text import detect_language, normalize, query_tokens, strip_noise, tokenize
 
@@ -246,12 +246,38 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
             # sentence is as close to the question as its sub-heading is, if that is closer.
             heading = headings.get(span.start)
             heading_text = heading.text.lstrip("#").strip() if heading else ""
-            lexical = group_coverage(groups, f"{passage.section}\n{heading_text}\n{header}\n{span.text}", bm25)
+            lead = _item_lead(passage, span)
+            lexical = group_coverage(groups, f"{passage.section}\n{heading_text}\n{header}\n{lead}\n{span.text}", bm25)
             found = [passage.sentence_scores[s.start] for s in (span, heading)
                      if s is not None and s.start in passage.sentence_scores]
             dense = _closeness(max(found) if found else None, closest)
             scored.append(Scored(lexical + RANK_PRIOR / rank + DENSE_SENTENCE_WEIGHT * dense, lexical, rank, span))
     return scored
+
+
+def _item_lead(passage: Passage, span: Span) -> str:
+    """The text of ``span``'s list item before it ("" when it starts the item, or is no list item's).
+
+    A parameter list's item names its subject once ("`tools`: tools for the model to use. Requires
+    `stream` to be set to `false`"); its later sentences are read with that subject, and quoted from it.
+    """
+    if span.in_code or span.is_table_row:
+        return ""
+    line_start = passage.text.rfind("\n", 0, span.start) + 1
+    lead = passage.text[line_start : span.start]
+    return lead if lead.strip() and LIST_ITEM_RE.match(lead) else ""
+
+
+def _item_before(passage: Passage, best: Span, quotable: Sequence[Span]) -> list[Span]:
+    """The quotable sentences of ``best``'s list item before it, when they fit in an answer with it."""
+    if not _item_lead(passage, best):
+        return []
+    line_start = passage.text.rfind("\n", 0, best.start) + 1
+    before = [s for s in quotable if line_start <= s.start < best.start]
+    spans = [*before, best]
+    if sum(len(s.text) for s in spans) > MAX_ANSWER_CHARS or _units(passage, spans) > MAX_UNITS:
+        return []
+    return before
 
 
 SENTENCE_RERANK = "sentence"  # found_by / scores key of the reorder below
@@ -293,11 +319,12 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
         first = max(range(len(top)), key=lambda i: near.get(top[i].start, -1.0)) if top and near else 0
         return _extracts(passages, [(1, u) for u in top[first : first + MAX_UNITS]])
 
-    chosen = [(best_rank, best)]
-    # Continue the best sentence with the ones after it in the same passage while short,
-    # since definitions and their consequences sit next to each other.
     passage = passages[best_rank - 1]
     quotable = candidates(passage)
+    # A sentence read with its list item's subject is quoted from it (its score came partly from there).
+    chosen = [(best_rank, span) for span in _item_before(passage, best, quotable)] + [(best_rank, best)]
+    # Continue the best sentence with the ones after it in the same passage while short,
+    # since definitions and their consequences sit next to each other.
     following = [s for s in quotable if s.start > best.start]
     headings = local_headings(passage)
     for span in following:
@@ -316,7 +343,7 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
 
 def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], quotable: Sequence[Span],
                   headings: dict[int, Span]) -> list[tuple[int, Span]]:
-    """``chosen`` after the sentences just before the best one, while the answer is still short.
+    """``chosen`` after the sentences just before it (before the best one, or its list item), while short.
 
     When the best sentence ends its sub-section it cannot be continued; what leads into it is then the
     nearest context (an endpoint's ``GET /api/ps`` above its one-line description, the sentence a
@@ -324,14 +351,15 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], 
     ``quotable`` and ``headings``: the passage's ``candidates`` and ``local_headings``, as ``select`` has them.
     """
     starts = {s.start for s in quotable}
+    first = chosen[0][1]  # the best sentence, or the start of its list item
     lead: list[Span] = []
     length = _said(s for _, s in chosen)
-    for span in reversed([s for s in split_sentences(passage.text) if s.end <= best.start]):
+    for span in reversed([s for s in split_sentences(passage.text) if s.end <= first.start]):
         if length >= MIN_ANSWER_CHARS or _units(passage, [*(s for _, s in chosen), *lead]) >= MAX_UNITS:
             break
         if span.is_heading or headings.get(span.start) != headings.get(best.start):
             break
-        if PAGE_BREAK in passage.text[span.end : (lead[-1] if lead else best).start]:
+        if PAGE_BREAK in passage.text[span.end : (lead[-1] if lead else first).start]:
             break  # the previous page: a citation names the page its quote starts on
         if span.start not in starts:
             continue

@@ -105,7 +105,6 @@ _ADMONITION_OPEN_RE = re.compile(
 _ADMONITION_CLOSE_RE = re.compile(r"^[ \t]*:{3,}[ \t]*$")
 _RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
-_LIST_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
 _TABLE_SEP_RE = markup.table_separator()
 _BOLD_ONLY_RE = re.compile(r"^(\*\*|__)(?P<t>.+?)\1[ \t]*[：:]?$")
 _LINK_RE = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
@@ -383,7 +382,7 @@ def _plain_block_at(lines: list[_Line], i: int, blank_before: bool) -> None:
 
 def _setext_level(lines: list[_Line], i: int) -> int:
     """1 or 2 when line i is a one-line paragraph underlined with ``===`` or ``---``, else 0."""
-    if i + 1 >= len(lines) or lines[i].indent > 3 or _LIST_RE.match(lines[i].text):
+    if i + 1 >= len(lines) or lines[i].indent > 3 or markup.LIST_ITEM_RE.match(lines[i].text):
         return 0
     if lines[i].stripped.startswith((">", "|", "<")) or "|" in lines[i].text:
         return 0
@@ -435,7 +434,7 @@ def _rst_heading(lines: list[_Line], i: int) -> tuple[tuple[str, bool], str, int
 
 def _rst_block_start(lines: list[_Line], i: int, first: _Line) -> bool:
     line = lines[i]
-    if _LIST_RE.match(line.text) or line.indent < first.indent or _RST_CODE_RE.match(line.text):
+    if markup.LIST_ITEM_RE.match(line.text) or line.indent < first.indent or _RST_CODE_RE.match(line.text):
         return True
     return _rst_heading(lines, i) is not None
 
@@ -486,7 +485,7 @@ def _is_separator_row(stripped: str) -> bool:
 
 def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -> bool:
     line = lines[i]
-    if _LIST_RE.match(line.text) or line.indent < first.indent:
+    if markup.LIST_ITEM_RE.match(line.text) or line.indent < first.indent:
         return True
     if not markdown:
         return False
@@ -575,7 +574,7 @@ def _numbered_subsection(lines: list[_Line], block: _Block) -> tuple[str, int] |
     list of one-line steps (``1. 使用 …；``) or the indented ``1. **接收信号：**`` are not.
     """
     line = lines[block.first]
-    item = _LIST_RE.match(line.text)
+    item = markup.LIST_ITEM_RE.match(line.text)
     if line.indent != 0 or not item or item.group("num") is None:
         return None
     text = line.text[item.end() :]
@@ -601,7 +600,7 @@ def _faq_question(lines: list[_Line], blocks: list[_Block], k: int) -> str | Non
         return None
     nxt = blocks[k + 1]
     first = lines[nxt.first]
-    if nxt.kind != "para" or _LIST_RE.match(first.text):
+    if nxt.kind != "para" or markup.LIST_ITEM_RE.match(first.text):
         return None
     question = _clean_title(first.text, limit=None)
     if not question.endswith(("？", "?")):
@@ -653,7 +652,7 @@ def _find_topics(lines: list[_Line], section: _Section) -> list[_Topic]:
     for block in section.blocks:
         if block.kind != "para" or block.first in section.title_lines:
             continue
-        item = _LIST_RE.match(lines[block.first].text)
+        item = markup.LIST_ITEM_RE.match(lines[block.first].text)
         title = _item_title(lines[block.first].text[item.end() :]) if item else None
         if item is None or title is None:
             continue
@@ -685,7 +684,7 @@ def _introduced_list_end(lines: list[_Line], i: int, hi: int, *, ordered: bool) 
     indent = lines[i].indent
 
     def other_kind_item(line: _Line) -> bool:
-        item = _LIST_RE.match(line.text)
+        item = markup.LIST_ITEM_RE.match(line.text)
         return item is not None and line.indent == indent and (item.group("num") is not None) != ordered
 
     k = next((k for k in range(i + 1, hi + 1) if not lines[k].blank), None)
@@ -825,7 +824,7 @@ def _content_offset(text: str, *, first: bool) -> int:
         pos += 1
         while pos < len(text) and text[pos] in " \t":
             pos += 1
-    if first and (item := _LIST_RE.match(text)):
+    if first and (item := markup.LIST_ITEM_RE.match(text)):
         pos = max(pos, item.end())
     return pos
 

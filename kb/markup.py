@@ -26,6 +26,9 @@ _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 # that character, at least as long, closes it. The chunker keeps such blocks whole; the sentence splitter
 # reads their "#" lines as comments.
 FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+# A list item's marker: a bullet, or a number with "." / ")" / "、". The chunker cuts and titles by it;
+# the extractive answers read a list item's later sentences with its first ones.
+LIST_ITEM_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
 
 
 def closes_fence(line: str, marker: str) -> bool:

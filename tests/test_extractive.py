@@ -358,3 +358,27 @@ def test_the_assistant_reorders_the_first_passages_and_depth_0_turns_it_off(prim
     for fused, reordered in orders:
         assert sorted(fused[:3]) == sorted(reordered[:3]) and fused[3:] == reordered[3:]
     assert any(fused != reordered for fused, reordered in orders)
+
+
+def test_a_list_items_later_sentence_is_read_with_its_subject_and_quoted_from_it():
+    """In a parameter list the item names its subject once ("`keep_alive`: ..."); its later sentence
+    ("Defaults to `5m`") is read with that subject, so it beats another item's "Defaults to ...", and the
+    answer quotes the item from its start, not a bare "Defaults to `5m`"."""
+    from chat.extractive import score_sentences, select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("### Parameters\n\n"
+            "- `format`: the format to return a response in. Defaults to plain text\n"
+            "- `keep_alive`: how long the model stays loaded in memory after the request, so that the next request "
+            "does not load it again. Defaults to `5m`\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving models")])
+    passage = Passage(id="t", text=text, doc="api.md", section="API > Generate", start=0, end=len(text), score=1.0)
+    question = "What does keep_alive default to?"
+    lexical = {item.span.text: item.lexical for item in score_sentences(question, [passage], bm25)}
+    assert lexical["Defaults to `5m`"] > lexical["Defaults to plain text"]
+    chosen = select(question, [passage], bm25)
+    assert chosen[0].span.start == text.index("- `keep_alive`")
+    assert [e.display for e in chosen[:2]] == [
+        "`keep_alive`: how long the model stays loaded in memory after the request, so that the next request "
+        "does not load it again.", "Defaults to `5m`"]
