@@ -20,7 +20,7 @@ from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
-from kb.markup import FENCE_RE, LIST_ITEM_RE, clean_markup
+from kb.markup import FENCE_RE, LIST_ITEM_RE, clean_markup, opens_rst_code
 from kb.sentences import Span, split_sentences
 from kb.text import detect_language, normalize, query_tokens, strip_noise, tokenize
 
@@ -434,11 +434,12 @@ def _units(passage: Passage, spans: Iterable[Span]) -> int:
 
 
 def _same_code_block(passage: Passage, before: Span, span: Span) -> bool:
-    """Whether ``span`` continues the code block that ``before`` is a line of (no fence between them)."""
+    """Whether ``span`` continues the code block that ``before`` is a line of (no fence, nor the line that
+    opens a reStructuredText block, between them)."""
     if not (before.in_code and span.in_code):
         return False
     between = passage.text[before.end : span.start]
-    return not any(FENCE_RE.match(line) for line in between.splitlines())
+    return not any(FENCE_RE.match(line) or opens_rst_code(line) for line in between.splitlines())
 
 
 def _said(spans: Iterable[Span]) -> int:

@@ -103,7 +103,6 @@ _ADMONITION_OPEN_RE = re.compile(
     r"^[ \t]*(?::{3,}[ \t]*[\w-]+.*|(?:!!!|\?\?\?\+?)[ \t]+[\w-]+.*|>[ \t]*\[![A-Za-z]+\][ \t]*|\.\.[ \t]+[\w-]+::.*)$"
 )
 _ADMONITION_CLOSE_RE = re.compile(r"^[ \t]*:{3,}[ \t]*$")
-_RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _TABLE_SEP_RE = markup.table_separator()
 _BOLD_ONLY_RE = re.compile(r"^(\*\*|__)(?P<t>.+?)\1[ \t]*[：:]?$")
@@ -403,7 +402,7 @@ def _rst_block_at(styles: list[tuple[str, bool]]) -> _BlockAt:
             if style not in styles:
                 styles.append(style)
             return [_Block("heading", i, last, blank_before, level=styles.index(style) + 1, title=title)], last + 1
-        if _RST_CODE_RE.match(line.text) or line.stripped.startswith(("+-", "+=")):
+        if markup.RST_CODE_RE.match(line.text) or line.stripped.startswith(("+-", "+=")):
             last = _indented_end(lines, i) if not line.stripped.startswith("+") else _grid_end(lines, i)
             return [_Block("code", i, last, blank_before)], last + 1
         return None
@@ -434,7 +433,7 @@ def _rst_heading(lines: list[_Line], i: int) -> tuple[tuple[str, bool], str, int
 
 def _rst_block_start(lines: list[_Line], i: int, first: _Line) -> bool:
     line = lines[i]
-    if markup.LIST_ITEM_RE.match(line.text) or line.indent < first.indent or _RST_CODE_RE.match(line.text):
+    if markup.LIST_ITEM_RE.match(line.text) or line.indent < first.indent or markup.RST_CODE_RE.match(line.text):
         return True
     return _rst_heading(lines, i) is not None
 

@@ -31,6 +31,19 @@ FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
 LIST_ITEM_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
 
 
+# reStructuredText code: a code directive, or a paragraph ending in "::" (a literal block), opens a
+# block of the lines indented under it. The chunker keeps it whole; the sentence splitter reads it as code.
+RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")
+
+
+def opens_rst_code(line: str) -> bool:
+    """Whether the lines indented under ``line`` are reStructuredText code (a directive's options too)."""
+    stripped = line.strip()
+    if RST_CODE_RE.match(line):
+        return True
+    return stripped.endswith("::") and not stripped.startswith("..") and stripped.rstrip(":") != ""
+
+
 def closes_fence(line: str, marker: str) -> bool:
     """Whether ``line`` closes the code block that the fence ``marker`` (e.g. "```") opened."""
     stripped = line.strip()

@@ -95,23 +95,25 @@ def split_sentences(text: str) -> list[Span]:
     pos = 0
     lines = text.splitlines(keepends=True)
     fence = _open_fence_at_start(lines)  # the marker of the code block being read, if any
+    literal: int | None = None  # the indent of the reStructuredText line that opened the code block being read
     for line in lines:
         line_start, stripped = pos, line.strip()
         pos += len(line)
+        if literal is not None and stripped and _indent(line) <= literal:
+            literal = None  # back at the directive's indent: the block has ended
+        if literal is not None:
+            spans.extend(_code_spans(line, line_start))
+            continue
         opening = markup.FENCE_RE.match(stripped)
         if fence and markup.closes_fence(stripped, fence):
             fence = ""
         elif opening and not fence:
             fence = opening.group(1)
         elif fence:
-            if stripped and not _TABLE_SEPARATOR.match(stripped):
-                # Split as any other line (the stored sentence vectors are numbered by these spans);
-                # a comment or a pipe is one span, as a heading or a row was.
-                offset = line_start + line.index(stripped)
-                whole = stripped.startswith(("#", "|")) or markup.DETAILS_SUMMARY_RE.match(stripped)
-                spans.extend([Span(offset, offset + len(stripped), stripped, in_code=True)] if whole else
-                             [replace(span, in_code=True) for span in sentences_in_line(line, line_start)])
+            spans.extend(_code_spans(line, line_start))
             continue
+        if markup.opens_rst_code(line) and not fence:
+            literal = _indent(line)
         if not stripped or _TABLE_SEPARATOR.match(stripped):
             continue
         offset = line_start + line.index(stripped)
@@ -123,6 +125,22 @@ def split_sentences(text: str) -> list[Span]:
             continue
         spans.extend(sentences_in_line(line, line_start))
     return spans
+
+
+def _code_spans(line: str, line_start: int) -> list[Span]:
+    """The spans of one line of a code block: split as any other line (the stored sentence vectors are
+    numbered by these spans), but a comment or a pipe is one span, as a heading or a row was."""
+    stripped = line.strip()
+    if not stripped or _TABLE_SEPARATOR.match(stripped):
+        return []
+    offset = line_start + line.index(stripped)
+    if stripped.startswith(("#", "|")) or markup.DETAILS_SUMMARY_RE.match(stripped):
+        return [Span(offset, offset + len(stripped), stripped, in_code=True)]
+    return [replace(span, in_code=True) for span in sentences_in_line(line, line_start)]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
 
 
 def _open_fence_at_start(lines: list[str]) -> str:

@@ -119,10 +119,13 @@ def test_offline_judge_accuracy(results, claims_file):
 # refusals 4 of 12, wrong 2 of 72. 2026-12-02, fourth session (the dictionary list weighed by how much better
 # it matches than the question as written): hit@1 0.792, hit@5 0.931, MRR@10 0.856, ev@1000 0.889, evidence
 # cited 0.694, correct refusals 4 of 12, wrong 2 of 72 (this knowledge base holds one English document; the
-# gain is on the whole corpus, where Chinese questions meet two).
+# gain is on the whole corpus, where Chinese questions meet two). 2026-12-03, second session (a list item's
+# later sentence read with its subject: the same; reStructuredText code read as code, its "# ..." comments no
+# sub-headings): hit@1 0.806, hit@5 0.931, MRR@10 0.863, ev@1000 0.889, evidence cited 0.722, correct refusals
+# 4 of 12, wrong 2 of 72.
 DEV_TEST_THRESHOLDS: dict[str, Any] = {
-    "retrieval": {"hit@1": 0.76, "hit@5": 0.89, "mrr@10": 0.83, "ev@1000": 0.85},  # at least (hybrid, answerable)
-    "extractive": {"evidence_cited": 0.66, "correct_refusal_rate": 0.24},  # at least
+    "retrieval": {"hit@1": 0.77, "hit@5": 0.89, "mrr@10": 0.84, "ev@1000": 0.85},  # at least (hybrid, answerable)
+    "extractive": {"evidence_cited": 0.69, "correct_refusal_rate": 0.24},  # at least
     "extractive_at_most": {"wrong_refusal_rate": 0.05, "quotes_not_in_documents": 0},
 }
 

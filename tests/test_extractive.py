@@ -382,3 +382,16 @@ def test_a_list_items_later_sentence_is_read_with_its_subject_and_quoted_from_it
     assert [e.display for e in chosen[:2]] == [
         "`keep_alive`: how long the model stays loaded in memory after the request, so that the next request "
         "does not load it again.", "Defaults to `5m`"]
+
+
+def test_a_restructuredtext_code_block_is_one_statement_and_the_next_block_another():
+    from chat.extractive import _units
+    from kb.sentences import split_sentences
+
+    text = (".. code-block:: bash\n\n    # node 0\n    python -m server --tp 16 \\\n    --nnodes 2\n\n"
+            "Then run::\n\n    python -m client\n")
+    passage = Passage(id="r", text=text, doc="deploy.rst", section="Deploy", start=0, end=len(text), score=1.0)
+    code = [s for s in split_sentences(text) if s.in_code]
+    assert [s.text for s in code] == ["# node 0", "python -m server --tp 16 \\", "--nnodes 2", "python -m client"]
+    assert _units(passage, code[:3]) == 1
+    assert _units(passage, code) == 2

@@ -95,6 +95,31 @@ def test_inside_a_code_block_a_hash_starts_a_comment_and_a_pipe_no_table_row():
     assert [(s.in_code, s.is_heading) for s in head] == [(False, True), (False, False), (True, False), (True, False)]
 
 
+
+def test_restructuredtext_code_is_code_too():
+    """A code directive's or a "::" paragraph's indented lines are code, as a fenced block's are: its
+    "# H200 ..." comment was read as a sub-heading, which every command line under it was scored with.
+    The block ends at the first line back at the directive's indent; the spans stay the same."""
+    text = ("单机 TP 模式\n\n.. code-block:: bash\n\n    # H200 单机 TP 模式\n    python -m server --tp 8 \\\n"
+            "    --port 8088\n\n适用于单台机器部署。\n\nRun it::\n\n    # a comment\n    make\n\n# 标题\n")
+    spans = split_sentences(text)
+    assert [(s.text, s.in_code, s.is_heading) for s in spans] == [
+        ("单机 TP 模式", False, False),
+        ("..", False, False),  # the directive line splits as before: the stored spans do not move
+        ("code-block:: bash", False, False),
+        ("# H200 单机 TP 模式", True, False),
+        ("python -m server --tp 8 \\", True, False),
+        ("--port 8088", True, False),
+        ("适用于单台机器部署。", False, False),
+        ("Run it::", False, False),
+        ("# a comment", True, False),
+        ("make", True, False),
+        ("# 标题", False, True),
+    ]
+    assert all(text[s.start : s.end] == s.text for s in spans)
+    # A note directive's indented text is prose.
+    assert [s.in_code for s in split_sentences(".. note::\n\n    Prose here.\n")] == [False, False, False]
+
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
 def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
