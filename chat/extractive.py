@@ -20,7 +20,7 @@ from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
-from kb.markup import FENCE_RE, LIST_ITEM_RE, clean_markup, opens_rst_code
+from kb.markup import FENCE_RE, HTML_ROW_RE, LIST_ITEM_RE, clean_markup, html_cells, opens_rst_code
 from kb.sentences import Span, split_sentences
 from kb.text import detect_language, normalize, query_tokens, strip_noise, tokenize
 
@@ -479,6 +479,8 @@ def table_header(passage: Passage, row: Span) -> str | None:
     A chunk that starts inside a table carries the table's header in its context; its
     first row is data, not a header.
     """
+    if _is_html_row(row.text):
+        return _html_table_header(passage, row)
     lines = passage.text[: row.start].splitlines()
     if lines and not lines[-1].strip():
         lines.pop()  # the indentation in front of the row itself
@@ -494,8 +496,25 @@ def table_header(passage: Passage, row: Span) -> str | None:
     return top if top and top != row.text else None
 
 
+def _is_html_row(row: str) -> bool:
+    return row.lstrip()[:3].lower() == "<tr"
+
+
+def _html_table_header(passage: Passage, row: Span) -> str | None:
+    """The first row of the HTML table that ``row`` is in: after the last ``<table>`` before it, or when the
+    chunk starts inside the table, the header row its context carries."""
+    table = passage.text.lower().rfind("<table", 0, row.start)
+    if table < 0:
+        carried = HTML_ROW_RE.search(passage.context)
+        return carried.group(0) if carried else None
+    first = HTML_ROW_RE.search(passage.text, table)
+    return first.group(0) if first is not None and first.start() < row.start else None
+
+
 def _cells(row: str) -> list[str]:
     # Only bold marks go: a cell is no list item, and a lone "*" (a mark in a "Recommended" column) is its value.
+    if _is_html_row(row):
+        return [cell.replace("**", "") for cell in html_cells(row)]
     return [cell.replace("**", "").strip() for cell in row.strip().strip("|").split("|")]
 
 

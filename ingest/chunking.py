@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -61,6 +62,7 @@ _BLOCK = 0.6  # new block without a blank line (next list item, quote, ...)
 _SENT_LINE = 1.0  # a sentence ends at a line break
 _SENT = 1.5  # a sentence ends inside a line
 _ROW = 2.0  # between two rows of a table (the header then goes into ``context``)
+_MAX_HTML_TABLE_LINES = 2000  # an HTML table longer than this is not read as one
 _SOFT = 4.0  # a line break that does not end a sentence (hard-wrapped text)
 _CODE_LINE = 5.0  # between two lines of fenced code
 _TABLE_INTRO = 6.0  # added in front of a table: its intro sentence belongs with it
@@ -365,6 +367,8 @@ def _markdown_block_at(lines: list[_Line], i: int, blank_before: bool) -> tuple[
         return [_Block("heading", i, i + 1, blank_before, level=level, title=_clean_title(line.text))], i + 2
     if _RULE_RE.match(line.text):
         return [_Block("rule", i, i, blank_before)], i + 1
+    if (end := _html_table_end(lines, i)) is not None:
+        return [_Block("html_table", i, end, blank_before)], end + 1
     if _is_table_start(lines, i):
         end = i
         # Like GFM, a table runs until a line without a pipe (cell counts are not checked,
@@ -455,6 +459,17 @@ def _grid_end(lines: list[_Line], i: int) -> int:
     while last + 1 < len(lines) and lines[last + 1].stripped.startswith(("+", "|")):
         last += 1
     return last
+
+
+def _html_table_end(lines: list[_Line], i: int) -> int | None:
+    """The line that closes the HTML table opening at line ``i`` (``<table>``), or None when none opens
+    there or it is never closed (then its lines are read as they come)."""
+    if lines[i].stripped[:6].lower() != "<table":
+        return None
+    for k in range(i, min(len(lines), i + _MAX_HTML_TABLE_LINES)):
+        if "</table" in lines[k].text.lower():
+            return k
+    return None
 
 
 def _trim_block(block: _Block, lines: list[_Line]) -> _Block:
@@ -736,7 +751,7 @@ def _block_gap(
         glue += _GLUE
     if _ends_with_colon(source[last_atom.start : last_atom.end]):
         glue += _GLUE
-    if block.kind == "table":
+    if block.kind in ("table", "html_table"):
         glue += _TABLE_INTRO
     if block.kind == "rule":
         glue += _GLUE  # a thematic break closes what precedes it
@@ -793,6 +808,20 @@ def _block_atoms(
             if row == 1 or (row == 2 and has_separator):
                 cost += _FORBID if has_separator else _GLUE
             add(lines[k].start, lines[k].end, k, cost, table)
+    elif block.kind == "html_table":
+        # Cut between rows only (a row may span lines); the table's own tags go with the row after them,
+        # the closing ones with the last. The first row is the header a later chunk carries in its context.
+        begin, finish = lines[block.first].start, lines[block.last].end
+        rows = [(m.start(), m.end()) for m in markup.HTML_ROW_RE.finditer(source, begin, finish)]
+        table = _Table(source[rows[0][0] : rows[0][1]], "") if rows else None
+        starts = [line.start for line in lines]
+        pos = begin
+        for n, (_, end) in enumerate(rows):
+            line = block.first if n == 0 else bisect_right(starts, pos) - 1
+            add(pos, finish if n == len(rows) - 1 else end, line, _ROW + (_FORBID if n == 1 else 0.0), table)
+            pos = end
+        if not rows:
+            add(begin, finish, block.first, 0.0)
     else:
         cost_before = 0.0
         for k in range(block.first, block.last + 1):

@@ -127,6 +127,20 @@ _CLEANING: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
 )
 
 
+# An HTML table in Markdown (wide model tables of READMEs): a row from <tr> to </tr>, on one line or
+# several, is a table row as a "| a | b |" line is; its cells are <th>/<td>. Lines of only the table's
+# own tags (<table>, <tbody>, </tr> ...) state nothing.
+HTML_ROW_RE = re.compile(r"<tr\b[^>]*>.*?</tr\s*>", re.IGNORECASE | re.DOTALL)
+HTML_CELL_RE = re.compile(r"<t[hd]\b[^>]*>(.*?)(?:</t[hd]\s*>|(?=<t[hd]\b)|$)", re.IGNORECASE | re.DOTALL)
+HTML_TABLE_TAGS_RE = re.compile(r"^[ \t]*(?:</?(?:table|thead|tbody|tfoot|tr|colgroup|col)\b[^>]*>[ \t]*)+$",
+                                re.IGNORECASE)
+
+
+def html_cells(row: str) -> list[str]:
+    """The cells of an HTML table row, as text (tags and entities gone)."""
+    return [" ".join(_TAG_RE.sub(" ", html.unescape(cell)).split()) for cell in HTML_CELL_RE.findall(row)]
+
+
 def details_title(line: str) -> str | None:
     """The title of a ``<summary>`` line that opens a collapsible block, tags removed; else None."""
     match = DETAILS_SUMMARY_RE.match(line)

@@ -96,9 +96,13 @@ def split_sentences(text: str) -> list[Span]:
     lines = text.splitlines(keepends=True)
     fence = _open_fence_at_start(lines)  # the marker of the code block being read, if any
     literal: int | None = None  # the indent of the reStructuredText line that opened the code block being read
+    html_rows = {m.start(): m.end() for m in markup.HTML_ROW_RE.finditer(text)}
+    row_end = 0  # the end of the last HTML table row read: its other lines are in it
     for line in lines:
         line_start, stripped = pos, line.strip()
         pos += len(line)
+        if line_start < row_end:
+            continue
         if literal is not None and stripped and _indent(line) <= literal:
             literal = None  # back at the directive's indent: the block has ended
         if literal is not None:
@@ -117,6 +121,14 @@ def split_sentences(text: str) -> list[Span]:
         if not stripped or _TABLE_SEPARATOR.match(stripped):
             continue
         offset = line_start + line.index(stripped)
+        first_row = _html_row_in(line, offset - line_start, html_rows, line_start)
+        if first_row is not None:
+            rows = _html_rows_from(text, first_row, html_rows)
+            spans.extend(Span(start, end, text[start:end], is_table_row=True) for start, end in rows)
+            row_end = rows[-1][1]
+            continue
+        if markup.HTML_TABLE_TAGS_RE.match(stripped):
+            continue
         if stripped.startswith("|"):
             spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
             continue
@@ -125,6 +137,29 @@ def split_sentences(text: str) -> list[Span]:
             continue
         spans.extend(sentences_in_line(line, line_start))
     return spans
+
+
+def _html_row_in(line: str, at: int, html_rows: dict[int, int], line_start: int) -> int | None:
+    """Where the HTML table row that ``line`` (its text from ``at``) opens starts, if it opens one: at
+    once, or after tags of the table (``<table><tr>``); a row after prose leaves the line prose."""
+    head = line[at:]
+    i = head.lower().find("<tr")
+    if i < 0 or line_start + at + i not in html_rows:
+        return None
+    if i and not markup.HTML_TABLE_TAGS_RE.match(head[:i]):
+        return None
+    return line_start + at + i
+
+
+_BLANK = re.compile(r"\s*")
+
+
+def _html_rows_from(text: str, start: int, html_rows: dict[int, int]) -> list[tuple[int, int]]:
+    """The HTML table rows from ``start`` on, one after another while only white space stands between."""
+    rows = [(start, html_rows[start])]
+    while (following := _BLANK.match(text, rows[-1][1]).end()) in html_rows:
+        rows.append((following, html_rows[following]))
+    return rows
 
 
 def _code_spans(line: str, line_start: int) -> list[Span]:

@@ -639,3 +639,26 @@ def test_sentence_splitter_shares_the_chunkers_abbreviations() -> None:
     assert [s.text for s in split_sentences(text)] == [
         "Use e.g. LoRA vs. full tuning.", "Version 3.5 works, a.k.a. the fast path.", "然后停止。", "Done."
     ]
+
+
+def _html_table_readme(rows: int) -> str:
+    body = "\n".join(f"  <tr>\n    <td><a href=\"https://example.org/m{i}\">Model-{i}</a></td>\n    <td>{i}B</td>\n"
+                     f"    <td>tmpl{i}</td>\n  </tr>" for i in range(rows))
+    return ("# Readme\n\nIntro.\n\n## Models\n\nThe supported models:\n\n<table>\n  <thead>\n"
+            f"  <tr><th>Model</th><th>Size</th><th>Template</th></tr>\n  </thead>\n{body}\n</table>\n\n## Next\n\nMore.\n")
+
+
+def test_an_html_table_is_split_between_its_rows_with_its_header_in_context() -> None:
+    """READMEs write wide tables in HTML, a row over several lines: a chunk never ends inside a row, and one
+    that starts inside the table carries the header row, as for a Markdown table."""
+    text = _html_table_readme(40)
+    chunks = chunk_markdown(text, "r.md")
+    table = [c for c in chunks if "<td>" in c.text]
+    assert len(table) > 1
+    header = "<tr><th>Model</th><th>Size</th><th>Template</th></tr>"
+    assert header in table[0].text and "The supported models:" in table[0].text  # the intro stays with it
+    for chunk in table:
+        assert text[chunk.start : chunk.end] == chunk.text
+        assert chunk.text.count("<tr>") == chunk.text.count("</tr>"), "a row cut in two"
+        assert chunk is table[0] or chunk.context == header
+    assert table[-1].text.endswith("</table>")

@@ -395,3 +395,25 @@ def test_a_restructuredtext_code_block_is_one_statement_and_the_next_block_anoth
     assert [s.text for s in code] == ["# node 0", "python -m server --tp 16 \\", "--nnodes 2", "python -m client"]
     assert _units(passage, code[:3]) == 1
     assert _units(passage, code) == 2
+
+
+def test_an_html_table_row_is_answered_with_its_column_names(tmp_path):
+    """A README's HTML table, ingested for real: the row is quoted spelled out with the header's column
+    names (before, its cells were lines of their own: "<td>llama3</td>")."""
+    from chat import Assistant
+    from ingest.pipeline import run_ingest
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    (settings.docs_dir / "readme.md").write_text(
+        "# Model zoo\n\nEvery model this project fine-tunes, with the chat template to pass as `--template`.\n\n"
+        "<table>\n  <tr><th>Model</th><th>Sizes</th><th>Template</th></tr>\n"
+        "  <tr>\n    <td><a href=\"https://example.org/qwen\">Qwen2</a></td>\n    <td>7B/72B</td>\n"
+        "    <td>qwen</td>\n  </tr>\n"
+        "  <tr>\n    <td>Llama 3</td>\n    <td>8B/70B</td>\n    <td>llama3</td>\n  </tr>\n</table>\n",
+        encoding="utf-8")
+    run_ingest(settings)
+    answer = Assistant(settings).ask("Which template does Llama 3 use?")
+    assert not answer.refused
+    assert answer.citations[0].quote.startswith("<tr>\n    <td>Llama 3</td>")  # the row's exact source
+    assert answer.text.startswith("Llama 3 — Sizes：8B/70B，Template：llama3")

@@ -120,6 +120,23 @@ def test_restructuredtext_code_is_code_too():
     # A note directive's indented text is prose.
     assert [s.in_code for s in split_sentences(".. note::\n\n    Prose here.\n")] == [False, False, False]
 
+
+def test_an_html_table_row_is_one_table_row_however_many_lines_it_takes():
+    text = ("<table>\n  <thead>\n  <tr><th>Model</th><th>Size</th></tr>\n  </thead>\n  <tr>\n    <td>Qwen2</td>\n"
+            "    <td>7B</td>\n  </tr>\n  <tr><td>GLM-4</td><td>9B</td></tr><tr><td>Yi</td><td>6B</td></tr>\n"
+            "</table>\nAfter it.\n")
+    spans = split_sentences(text)
+    assert [(s.text, s.is_table_row) for s in spans] == [
+        ("<tr><th>Model</th><th>Size</th></tr>", True),
+        ("<tr>\n    <td>Qwen2</td>\n    <td>7B</td>\n  </tr>", True),
+        ("<tr><td>GLM-4</td><td>9B</td></tr>", True),
+        ("<tr><td>Yi</td><td>6B</td></tr>", True),
+        ("After it.", False),
+    ]
+    assert all(text[s.start : s.end] == s.text for s in spans)
+    # A row inside code is code.
+    assert [s.is_table_row for s in split_sentences("```html\n<tr><td>a</td></tr>\n```\n")] == [False, False, False]
+
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
 def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
