@@ -97,9 +97,7 @@ _ASCII_COMMAS = ",:;|"  # ASCII: only when followed by a space (not 1,000 or htt
 
 _BREAK_RE = re.compile(r"\r\n|\r|\n")
 _ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 # reStructuredText section adornment: one punctuation character repeated, nothing else.
-_RST_ADORNMENT_RE = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")
 _CN_NUMBERING_RE = re.compile(r"^(?:([一二三四五六七八九十百]+)[、．.]|[（(][一二三四五六七八九十]+[）)])[ \t]*(?=\S)")
 _ADMONITION_OPEN_RE = re.compile(
     r"^[ \t]*(?::{3,}[ \t]*[\w-]+.*|(?:!!!|\?\?\?\+?)[ \t]+[\w-]+.*|>[ \t]*\[![A-Za-z]+\][ \t]*|\.\.[ \t]+[\w-]+::.*)$"
@@ -389,7 +387,7 @@ def _setext_level(lines: list[_Line], i: int) -> int:
         return 0
     if lines[i].stripped.startswith((">", "|", "<")) or "|" in lines[i].text:
         return 0
-    underline = _SETEXT_RE.match(lines[i + 1].text)
+    underline = markup.SETEXT_UNDERLINE_RE.match(lines[i + 1].text)
     if not underline:
         return 0
     return 1 if underline.group(1)[0] == "=" else 2
@@ -420,14 +418,14 @@ def _scan_rst(lines: list[_Line]) -> list[_Block]:
 
 def _rst_heading(lines: list[_Line], i: int) -> tuple[tuple[str, bool], str, int] | None:
     """(adornment style, title, last line) of a section title starting at line i, else None."""
-    over = _RST_ADORNMENT_RE.match(lines[i].text)
+    over = markup.RST_ADORNMENT_RE.match(lines[i].text)
     if over and i + 2 < len(lines) and not lines[i + 1].blank:
-        under = _RST_ADORNMENT_RE.match(lines[i + 2].text)
+        under = markup.RST_ADORNMENT_RE.match(lines[i + 2].text)
         if under and under.group(1) == over.group(1):
             return (over.group(1), True), _clean_title(lines[i + 1].text), i + 2
     if over or lines[i].indent or i + 1 >= len(lines):
         return None
-    under = _RST_ADORNMENT_RE.match(lines[i + 1].text)
+    under = markup.RST_ADORNMENT_RE.match(lines[i + 1].text)
     if not under or lines[i + 1].indent:
         return None
     # docutils wants the underline at least as wide as the title; real files are often sloppier
@@ -507,7 +505,7 @@ def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -
         return True
     if markup.DETAILS_SUMMARY_RE.match(line.text) or markup.DETAILS_CLOSE_RE.match(line.text):
         return True
-    if _setext_level(lines, i) or _SETEXT_RE.match(line.text):
+    if _setext_level(lines, i) or markup.SETEXT_UNDERLINE_RE.match(line.text):
         return True
     if _is_table_start(lines, i):
         return True

@@ -127,6 +127,31 @@ _CLEANING: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
 )
 
 
+# Underlined titles: Markdown's setext headings (=== or ---) and reStructuredText's section titles (a run
+# of one punctuation character; docutils wants it as wide as the title, real CJK files are sloppier).
+SETEXT_UNDERLINE_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+RST_ADORNMENT_RE = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")
+
+
+_MAX_TITLE_CHARS = 120
+
+
+def underlines_title(line: str, underline: str) -> bool:
+    """Whether ``underline`` makes ``line``, the line above it, a title (a one-line paragraph of prose)."""
+    stripped = line.strip()
+    indent = len(line) - len(line.lstrip(" \t"))
+    item = LIST_ITEM_RE.match(line)
+    if not stripped or indent > 3 or stripped.startswith((">", "<", "#")) or "|" in line:
+        return False
+    if item and item.group("bullet"):
+        return False  # a list's last item above a rule; a numbered title ("1. 单机部署") is a title
+    if RST_ADORNMENT_RE.match(stripped) or FENCE_RE.match(line) or len(stripped) > _MAX_TITLE_CHARS:
+        return False  # an overline, a fence, or a paragraph above a rule
+    adornment = RST_ADORNMENT_RE.match(underline)
+    # ":::" closes an MDX admonition, not a title.
+    return bool(SETEXT_UNDERLINE_RE.match(underline) or (adornment and adornment.group(1) != ":" and not indent))
+
+
 # An HTML table in Markdown (wide model tables of READMEs): a row from <tr> to </tr>, on one line or
 # several, is a table row as a "| a | b |" line is; its cells are <th>/<td>. Lines of only the table's
 # own tags (<table>, <tbody>, </tr> ...) state nothing.

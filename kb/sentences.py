@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from itertools import takewhile
 
 from kb import markup
 from kb.markup import table_separator
@@ -94,11 +93,12 @@ def split_sentences(text: str) -> list[Span]:
     spans: list[Span] = []
     pos = 0
     lines = text.splitlines(keepends=True)
-    fence = _open_fence_at_start(lines)  # the marker of the code block being read, if any
+    underlines = _title_underlines(lines)
+    fence = _open_fence_at_start(lines, underlines)  # the marker of the code block being read, if any
     literal: int | None = None  # the indent of the reStructuredText line that opened the code block being read
     html_rows = {m.start(): m.end() for m in markup.HTML_ROW_RE.finditer(text)}
     row_end = 0  # the end of the last HTML table row read: its other lines are in it
-    for line in lines:
+    for number, line in enumerate(lines):
         line_start, stripped = pos, line.strip()
         pos += len(line)
         if line_start < row_end:
@@ -111,6 +111,8 @@ def split_sentences(text: str) -> list[Span]:
         opening = markup.FENCE_RE.match(stripped)
         if fence and markup.closes_fence(stripped, fence):
             fence = ""
+        elif number in underlines and not fence:
+            continue  # the line under a title ("~~~~" in reStructuredText is no fence)
         elif opening and not fence:
             fence = opening.group(1)
         elif fence:
@@ -132,11 +134,26 @@ def split_sentences(text: str) -> list[Span]:
         if stripped.startswith("|"):
             spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
             continue
-        if stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped):
+        if stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped) or number + 1 in underlines:
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
         spans.extend(sentences_in_line(line, line_start))
     return spans
+
+
+def _title_underlines(lines: list[str]) -> set[int]:
+    """The lines that underline the title above them. A run of "~" is one too when longer than a fence
+    usually is (reStructuredText underlines titles with it; Markdown opens code with "~~~")."""
+    found = set()
+    # YAML front matter ends at a "---" line, which underlines no title.
+    front_matter_end = next((n for n in range(1, len(lines)) if lines[n].strip() == "---"), 0) \
+        if lines and lines[0].strip() == "---" else 0
+    for number in range(front_matter_end + 1, len(lines)):
+        under = lines[number].strip()
+        if markup.underlines_title(lines[number - 1], lines[number]) and (
+                not markup.FENCE_RE.match(under) or (under[0] == "~" and len(under) > 3)):
+            found.add(number)
+    return found
 
 
 def _html_row_in(line: str, at: int, html_rows: dict[int, int], line_start: int) -> int | None:
@@ -178,20 +195,22 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 
 
-def _open_fence_at_start(lines: list[str]) -> str:
+def _open_fence_at_start(lines: list[str], underlines: set[int]) -> str:
     """The marker of the code block ``lines`` start inside, or "" when they start outside any.
 
     A chunk of a long code block can start inside it; then its first fence line, bare, closes the block.
     Told from an opening fence by what stands before it: code, no heading. When it is not that clear,
     outside (as a text that is not a chunk always starts).
     """
-    fences = [line.strip() for line in lines if markup.FENCE_RE.match(line)]
+    at = [number for number, line in enumerate(lines) if markup.FENCE_RE.match(line) and number not in underlines]
+    fences = [lines[number].strip() for number in at]
     if not fences or not _is_bare(fences[0]):  # none, or the first names a language: it opens
         return ""
     if len(fences) % 2 == 0 and _is_bare(fences[-1]):
         return ""  # balanced, and nothing suggests the last one opens a block the text ends in
-    before = [line.strip() for line in takewhile(lambda line: not markup.FENCE_RE.match(line), lines)]
-    if not any(before) or any(b.startswith("#") or markup.DETAILS_SUMMARY_RE.match(b) for b in before):
+    before = [line.strip() for line in lines[: at[0]]]
+    titled = any(number + 1 in underlines for number in range(at[0]))
+    if not any(before) or titled or any(b.startswith("#") or markup.DETAILS_SUMMARY_RE.match(b) for b in before):
         return ""
     opening = markup.FENCE_RE.match(fences[0])
     return opening.group(1) if opening else ""

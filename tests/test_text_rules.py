@@ -137,6 +137,25 @@ def test_an_html_table_row_is_one_table_row_however_many_lines_it_takes():
     # A row inside code is code.
     assert [s.is_table_row for s in split_sentences("```html\n<tr><td>a</td></tr>\n```\n")] == [False, False, False]
 
+
+def test_an_underlined_title_is_a_heading_and_a_tilde_underline_no_fence():
+    """reStructuredText underlines titles with "~~~~", which the sentence splitter read as a code fence:
+    on the dev corpus's .rst guide 220 of 286 spans were "code" and none a heading; now its 14 titles are
+    headings and only its code blocks code. Markdown's setext headings are headings too."""
+    rst = "1.1 单机 TP 模式\n~~~~~~~~~~~~~~~~\n\n适用于单台机器部署。\n\n1.2 多机模式\n~~~~~~~~~~~~\n\n适用于多台机器。\n"
+    assert [(s.text, s.is_heading, s.in_code) for s in split_sentences(rst)] == [
+        ("1.1 单机 TP 模式", True, False), ("适用于单台机器部署。", False, False),
+        ("1.2 多机模式", True, False), ("适用于多台机器。", False, False)]
+    assert [(s.text, s.is_heading) for s in split_sentences("Install\n=======\n\nRun it.\n")] == [
+        ("Install", True), ("Run it.", False)]
+    # A three-tilde fence still opens code; a list's last item above a rule, YAML front matter and an
+    # MDX admonition's closing ":::" make no title.
+    assert [s.in_code for s in split_sentences("Run:\n~~~\n# a comment\n~~~\n")] == [False, False, True, False]
+    assert not any(s.is_heading for s in split_sentences("- last item\n---\n"))
+    assert [s.text for s in split_sentences("---\ntitle: Retrievers\n---\n\n# Retrievers\n") if s.is_heading] == [
+        "# Retrievers"]
+    assert not any(s.is_heading for s in split_sentences(":::note\nA remark.\n:::\n"))
+
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
 def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
