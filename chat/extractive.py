@@ -22,7 +22,7 @@ from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
 from kb.markup import FENCE_RE, HTML_ROW_RE, LIST_ITEM_RE, clean_markup, html_cells, opens_rst_code
 from kb.sentences import Span, split_sentences
-from kb.text import detect_language, normalize, query_tokens, strip_noise, tokenize
+from kb.text import CJK_CHAR, detect_language, normalize, query_tokens, strip_noise, tokenize
 
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
@@ -468,9 +468,20 @@ def _extracts(passages: Sequence[Passage], chosen: list[tuple[int, Span]]) -> li
 def display_text(passage: Passage, span: Span) -> str:
     if span.is_table_row:
         header = table_header(passage, span)
-        if header:
-            return spell_out_row(header, span.text)
-    return _MARKUP.sub("", span.text).strip()
+        if header or _is_html_row(span.text):  # an HTML row without its header is still shown as its cells
+            return spell_out_row(header or "", span.text)
+    return _LINE_BREAK.sub(_unwrapped, _MARKUP.sub("", span.text).strip())
+
+
+# A sentence wrapped over lines (kb.sentences joins them) is shown as one line: the break and the next
+# line's indentation or quote marks become a space, or nothing between two CJK characters.
+_LINE_BREAK = re.compile(r"[ \t]*\n[ \t>]*")
+
+
+def _unwrapped(match: re.Match[str]) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    cjk = start > 0 and end < len(text) and CJK_CHAR.match(text[start - 1]) and CJK_CHAR.match(text[end])
+    return "" if cjk else " "
 
 
 def table_header(passage: Passage, row: Span) -> str | None:

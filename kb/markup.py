@@ -166,6 +166,11 @@ def html_cells(row: str) -> list[str]:
     return [" ".join(_TAG_RE.sub(" ", html.unescape(cell)).split()) for cell in HTML_CELL_RE.findall(row)]
 
 
+def is_alert_marker(line: str) -> bool:
+    """A GitHub alert's first line ("> [!NOTE]"): a label of the quote under it, not its first words."""
+    return bool(_GITHUB_ALERT_RE.match(line.strip()))
+
+
 def details_title(line: str) -> str | None:
     """The title of a ``<summary>`` line that opens a collapsible block, tags removed; else None."""
     match = DETAILS_SUMMARY_RE.match(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 
 from kb import markup
@@ -98,9 +99,11 @@ def split_sentences(text: str) -> list[Span]:
     literal: int | None = None  # the indent of the reStructuredText line that opened the code block being read
     html_rows = {m.start(): m.end() for m in markup.HTML_ROW_RE.finditer(text)}
     row_end = 0  # the end of the last HTML table row read: its other lines are in it
+    running: Span | None = None  # the last sentence, when it runs on past the end of its line
     for number, line in enumerate(lines):
         line_start, stripped = pos, line.strip()
         pos += len(line)
+        runs_on, running = running, None
         if line_start < row_end:
             continue
         if literal is not None and stripped and _indent(line) <= literal:
@@ -137,8 +140,50 @@ def split_sentences(text: str) -> list[Span]:
         if stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped) or number + 1 in underlines:
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
-        spans.extend(sentences_in_line(line, line_start))
+        in_line = sentences_in_line(line, line_start)
+        if runs_on is not None and in_line and _continues(lines[number - 1], line):
+            # A paragraph wrapped at a fixed width (PDF text, reStructuredText, many READMEs): the sentence
+            # the last line left open goes on here, and is one span.
+            spans[-1] = Span(runs_on.start, in_line[0].end, text[runs_on.start : in_line[0].end])
+            in_line = in_line[1:]
+        spans.extend(in_line)
+        if spans and spans[-1].end == offset + len(stripped) and not _LINE_ENDS_SENTENCE.search(stripped):
+            running = spans[-1]
     return spans
+
+
+# A line whose last sentence is complete: it ends in a sentence end or a colon (closing quotes and
+# brackets after it), or in a tag (an HTML line is no prose to run on).
+_LINE_ENDS_SENTENCE = re.compile(r"(?:[.!?;:。！？；：…]|>)[\"'”’）)\]」』*_`]*$")
+
+
+_MIN_WRAPPED_COLUMNS = 50  # a line this wide (a CJK character is two columns) may be wrapped; a shorter one is a title
+
+
+def _continues(previous: str, line: str) -> bool:
+    """Whether ``line`` carries on the paragraph of ``previous``, the line before it (no blank line
+    between): ``previous`` is as wide as wrapped lines are, not a title line, and ``line`` starts where
+    its text does (a list item's wrapped lines are indented to the item's text), no list item, quote or
+    alert, fence, HTML or table line of its own."""
+    before, now = previous.strip(), line.strip()
+    if before.startswith(">") != now.startswith(">") or markup.is_alert_marker(before):
+        return False
+    previous, line = _QUOTE_MARKS.sub("", previous), _QUOTE_MARKS.sub("", line)  # a quote's lines as its text
+    before, now = previous.strip(), line.strip()
+    if markup.LIST_ITEM_RE.match(line) or now.startswith(("<", "|", "[!")) or before.startswith(("<", "|")):
+        return False
+    if markup.FENCE_RE.match(line) or markup.FENCE_RE.match(previous) or _columns(before) < _MIN_WRAPPED_COLUMNS:
+        return False
+    item = markup.LIST_ITEM_RE.match(previous)
+    return _indent(line) == (item.end() if item else _indent(previous))
+
+
+_QUOTE_MARKS = re.compile(r"^[ \t]*(?:>[ \t]?)+")
+
+
+def _columns(text: str) -> int:
+    """How wide ``text`` is on screen: wide (East Asian) characters take two columns."""
+    return len(text) + sum(1 for ch in text if unicodedata.east_asian_width(ch) in "WF")
 
 
 def _title_underlines(lines: list[str]) -> set[int]:

@@ -417,3 +417,26 @@ def test_an_html_table_row_is_answered_with_its_column_names(tmp_path):
     assert not answer.refused
     assert answer.citations[0].quote.startswith("<tr>\n    <td>Llama 3</td>")  # the row's exact source
     assert answer.text.startswith("Llama 3 — Sizes：8B/70B，Template：llama3")
+
+
+def test_a_pdf_sentence_wrapped_over_lines_is_quoted_whole(tmp_path):
+    """PDF text is wrapped at the page width: each line was a "sentence" of its own, so the answer began
+    mid-sentence ("thick at the base, which is why..."). A real PDF, ingested: the sentence is quoted whole,
+    shown on one line, and the quote is still the exact source."""
+    from chat import Assistant
+    from ingest.pipeline import run_ingest
+    from tests.conftest import make_settings
+    from tests.test_library import make_pdf
+
+    settings = make_settings(tmp_path)
+    make_pdf(settings.docs_dir / "lighthouse.pdf", [
+        "Maintenance of the lighthouse lamp is done every spring by the keeper. The lamp is cleaned, its bulbs "
+        "are replaced and the lens is polished with a soft cloth so that the beam reaches twenty nautical miles.\n"
+        "The tower was built in 1893 from local granite and stands twenty-one metres tall. Its walls are two "
+        "metres thick at the base, which is why it survived the storm of 1954 while the harbour wall did not."])
+    run_ingest(settings)
+    answer = Assistant(settings).ask("How thick are the walls at the base?")
+    assert "Its walls are two metres thick at the base, which is why it survived the storm" in answer.text
+    assert all(line[0].isupper() for line in answer.text.splitlines())  # no line starts mid-sentence
+    quote = answer.citations[0].quote
+    assert "Its walls are two\nmetres thick" in quote  # the source, wrapped as it is

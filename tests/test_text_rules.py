@@ -156,6 +156,25 @@ def test_an_underlined_title_is_a_heading_and_a_tilde_underline_no_fence():
         "# Retrievers"]
     assert not any(s.is_heading for s in split_sentences(":::note\nA remark.\n:::\n"))
 
+
+def test_a_sentence_wrapped_over_lines_is_one_span_and_a_title_line_is_not_wrapped_prose():
+    wrapped = ("The lamp is cleaned every spring, its bulbs are replaced and its lens is\n"
+               "polished so that the beam reaches twenty nautical miles. It is lit at dusk.\n")
+    assert _texts(wrapped) == [
+        "The lamp is cleaned every spring, its bulbs are replaced and its lens is\npolished so that the beam "
+        "reaches twenty nautical miles.", "It is lit at dusk."]
+    item = "- A list item long enough to be wrapped at the eightieth column of the\n  file goes on here.\n- Next.\n"
+    assert _texts(item) == ["- A list item long enough to be wrapped at the eightieth column of the\n  file goes on here.",
+                            "- Next."]
+    assert _texts("石塘灯塔建于一八九三年，塔高二十一米，是这一带海岸最早用花\n岗岩砌成的灯塔。\n") == [
+        "石塘灯塔建于一八九三年，塔高二十一米，是这一带海岸最早用花\n岗岩砌成的灯塔。"]
+    # A short line is a title or a label, not a wrapped one; nor does prose run into a list, a quote or code.
+    assert _texts("2. Transformer 的词向量生成\n   用户的输入会先经过 Embedding。\n") == [
+        "2. Transformer 的词向量生成", "用户的输入会先经过 Embedding。"]
+    long = "A line of prose that is long enough to be a wrapped line of a paragraph, without an end"
+    for after in ("- an item.", "> a quote.", "```bash", "| a | b |"):
+        assert len(_texts(f"{long}\n{after}\n")) >= 2, after
+
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
 def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
