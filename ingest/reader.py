@@ -24,6 +24,7 @@ TEXT_SUFFIXES = {".txt"}
 RICH_SUFFIXES = {".pdf", ".html", ".htm", ".docx"}
 SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | RST_SUFFIXES | TEXT_SUFFIXES | RICH_SUFFIXES
 PDF_MAGIC = b"%PDF-"
+CONVERTED_TO_MARKDOWN = {".html", ".htm", ".docx"}  # read as the Markdown ingest/to_markdown.py writes
 
 TextFormat = Literal["markdown", "rst", "text"]
 TEXT_ENCODINGS = ("utf-8-sig", "gb18030")
@@ -42,7 +43,7 @@ class SourceDocument:
     def format(self) -> TextFormat:
         """How the text is structured: decides which chunker reads its outline."""
         suffix = self.path.suffix.lower()
-        if suffix in MARKDOWN_SUFFIXES:
+        if suffix in MARKDOWN_SUFFIXES or suffix in CONVERTED_TO_MARKDOWN:
             return "markdown"
         if suffix in RST_SUFFIXES:
             return "rst"
@@ -148,20 +149,19 @@ def _mostly_control_characters(text: str) -> bool:
 
 
 def _extract_rich(path: Path, raw: bytes) -> str | Skipped:
-    """PDF with pypdf; HTML and DOCX through llama-index's file readers."""
+    """PDF with pypdf; HTML and DOCX as Markdown (ingest/to_markdown.py), so their outline is read."""
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         return _extract_pdf(raw)
-    from llama_index.readers.file import DocxReader, HTMLTagReader
+    from ingest.to_markdown import docx_to_markdown, html_to_markdown
 
     try:
         if suffix == ".docx":
-            docs = DocxReader().load_data(file=path)
-        else:
-            docs = HTMLTagReader(tag="body").load_data(file=path)
-    except Exception as exc:
+            return docx_to_markdown(path)
+        text = decode_text(raw)  # refuses binary content; the parser reads the bytes with the page's own charset
+        return text if isinstance(text, Skipped) else html_to_markdown(raw)
+    except Exception as exc:  # a parser's own error types are many and undocumented
         return Skipped(path, f"could not be parsed as {suffix[1:].upper()} ({type(exc).__name__}: {exc})")
-    return "\n\n".join(doc.text for doc in docs if doc.text)
 
 
 def _extract_pdf(raw: bytes) -> str | Skipped:

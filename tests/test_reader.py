@@ -132,3 +132,51 @@ def test_rst_headings_become_the_outline(tmp_path: Path) -> None:
     assert ".. code-block:: bash" in code.text and "# not a heading" in code.text
     for c in chunks:
         assert doc.text[c.start : c.end] == c.text
+
+
+HTML_PAGE = """<!doctype html><html><head><meta charset="gb18030"><title>灯塔</title><style>p {}</style></head>
+<body><nav><a href="/">首页</a> <a href="/docs">文档</a></nav>
+<h1>Lighthouse guide</h1><p>The tower was built in 1893 from local granite.<br>It is twenty-one metres tall.</p>
+<h2>Visiting</h2><ul><li>Open from May to September.</li><li>Bring a coat: <code>wind &gt; 8 Bft</code></li></ul>
+<h2>Prices</h2><table><tr><th>Visitor</th><th>Price</th></tr><tr><td>Adult</td><td>4 EUR</td></tr>
+<tr><td>Child</td><td>free</td></tr></table>
+<pre><code># install
+pip install lighthouse</code></pre>
+<footer>Copyright 2026</footer><script>var tracking = 1;</script></body></html>"""
+
+
+def test_an_html_page_is_read_as_markdown_with_its_outline(tmp_path: Path) -> None:
+    """Flattened to text, a page's headings were lines like any other and its table one cell per line;
+    as Markdown they are headings, a pipe table and a code block, and navigation, footer and scripts go."""
+    path = tmp_path / "guide.html"
+    path.write_bytes(HTML_PAGE.encode("gb18030"))
+    doc = read(path)
+    assert isinstance(doc, SourceDocument) and doc.format == "markdown"
+    assert doc.text.startswith("# Lighthouse guide\n\nThe tower was built in 1893 from local granite.\n")
+    assert "## Visiting\n\n- Open from May to September.\n- Bring a coat: `wind > 8 Bft`" in doc.text
+    assert "| Visitor | Price |\n| --- | --- |\n| Adult | 4 EUR |\n| Child | free |" in doc.text
+    assert "```\n# install\npip install lighthouse\n```" in doc.text
+    assert not any(noise in doc.text for noise in ("首页", "Copyright", "tracking", "p {}"))
+    chunks = chunk_text(doc.text, doc.name, doc.format, max_chars=120)
+    assert "Lighthouse guide > Prices" in {c.section for c in chunks}
+
+
+def test_a_word_document_is_read_as_markdown_with_its_headings_lists_and_tables(tmp_path: Path) -> None:
+    docx = pytest.importorskip("docx")
+    document = docx.Document()
+    document.add_heading("Lighthouse", 0)
+    document.add_heading("Visiting", 1)
+    document.add_paragraph("Open from May to September.")
+    document.add_paragraph("Bring a coat", style="List Bullet")
+    table = document.add_table(rows=2, cols=2)
+    for (r, c), text in {(0, 0): "Visitor", (0, 1): "Price", (1, 0): "Adult", (1, 1): "4 EUR"}.items():
+        table.cell(r, c).text = text
+    document.add_heading("History", 2)
+    document.add_paragraph("Built in 1893.")
+    path = tmp_path / "guide.docx"
+    document.save(str(path))
+    doc = read(path)
+    assert isinstance(doc, SourceDocument) and doc.format == "markdown"
+    assert doc.text == ("# Lighthouse\n\n# Visiting\n\nOpen from May to September.\n\n- Bring a coat\n\n"
+                        "| Visitor | Price |\n| --- | --- |\n| Adult | 4 EUR |\n\n## History\n\nBuilt in 1893.")
+    assert "Visiting > History" in {c.section for c in chunk_text(doc.text, doc.name, doc.format, max_chars=60)}
