@@ -155,7 +155,8 @@ def underlines_title(line: str, underline: str) -> bool:
 # An HTML table in Markdown (wide model tables of READMEs): a row from <tr> to </tr>, on one line or
 # several, is a table row as a "| a | b |" line is; its cells are <th>/<td>. Lines of only the table's
 # own tags (<table>, <tbody>, </tr> ...) state nothing.
-HTML_ROW_RE = re.compile(r"<tr\b[^>]*>.*?</tr\s*>", re.IGNORECASE | re.DOTALL)
+# (A row ends before the next "<tr": an unclosed one is no row, and the search stays linear.)
+HTML_ROW_RE = re.compile(r"<tr\b[^>]*>(?:(?!<tr\b|</tr)[\s\S])*</tr\s*>", re.IGNORECASE)
 HTML_CELL_RE = re.compile(r"<t[hd]\b[^>]*>(.*?)(?:</t[hd]\s*>|(?=<t[hd]\b)|$)", re.IGNORECASE | re.DOTALL)
 HTML_TABLE_TAGS_RE = re.compile(r"^[ \t]*(?:</?(?:table|thead|tbody|tfoot|tr|colgroup|col)\b[^>]*>[ \t]*)+$",
                                 re.IGNORECASE)

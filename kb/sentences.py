@@ -141,7 +141,8 @@ def split_sentences(text: str) -> list[Span]:
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
         in_line = sentences_in_line(line, line_start)
-        if runs_on is not None and in_line and _continues(lines[number - 1], line):
+        if (runs_on is not None and in_line and in_line[0].end - runs_on.start <= _MAX_WRAPPED_CHARS
+                and _continues(lines[number - 1], line)):
             # A paragraph wrapped at a fixed width (PDF text, reStructuredText, many READMEs): the sentence
             # the last line left open goes on here, and is one span.
             spans[-1] = Span(runs_on.start, in_line[0].end, text[runs_on.start : in_line[0].end])
@@ -157,6 +158,7 @@ def split_sentences(text: str) -> list[Span]:
 _LINE_ENDS_SENTENCE = re.compile(r"(?:[.!?;:。！？；：…]|>)[\"'”’）)\]」』*_`]*$")
 
 
+_MAX_WRAPPED_CHARS = 1000  # a sentence no longer than this runs on over lines (a page of unended lines is no sentence)
 _MIN_WRAPPED_COLUMNS = 50  # a line this wide (a CJK character is two columns) may be wrapped; a shorter one is a title
 
 

@@ -175,6 +175,16 @@ def test_a_sentence_wrapped_over_lines_is_one_span_and_a_title_line_is_not_wrapp
     for after in ("- an item.", "> a quote.", "```bash", "| a | b |"):
         assert len(_texts(f"{long}\n{after}\n")) >= 2, after
 
+
+def test_unended_lines_and_unclosed_rows_stay_bounded():
+    """A page of lines that never end a sentence is not one sentence (spans stay under 1,000 characters
+    plus a line), and a "<tr" that is never closed is no row, whatever follows (the search stays linear)."""
+    line = "A line of prose that is long enough to be a wrapped line of a paragraph without end\n"
+    spans = split_sentences(line * 200)
+    assert len(spans) > 10 and max(len(s.text) for s in spans) <= 1000 + len(line)
+    rows = split_sentences("<tr><td>a\n" * 50 + "<tr><td>b</td></tr>\n")
+    assert [s.text for s in rows if s.is_table_row] == ["<tr><td>b</td></tr>"]
+
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
 def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
