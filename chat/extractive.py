@@ -475,7 +475,7 @@ def display_text(passage: Passage, span: Span) -> str:
 
 # A sentence wrapped over lines (kb.sentences joins them) is shown as one line: the break and the next
 # line's indentation or quote marks become a space, or nothing between two CJK characters.
-_LINE_BREAK = re.compile(r"[ \t]*\n[ \t>]*")
+_LINE_BREAK = re.compile(r"[ \t]*\r?\n[ \t>]*")
 
 
 def _unwrapped(match: re.Match[str]) -> str:
@@ -507,6 +507,9 @@ def table_header(passage: Passage, row: Span) -> str | None:
     return top if top and top != row.text else None
 
 
+_TABLE_OPEN = re.compile(r"<table\b", re.IGNORECASE)
+
+
 def _is_html_row(row: str) -> bool:
     return row.lstrip()[:3].lower() == "<tr"
 
@@ -514,7 +517,7 @@ def _is_html_row(row: str) -> bool:
 def _html_table_header(passage: Passage, row: Span) -> str | None:
     """The first row of the HTML table that ``row`` is in: after the last ``<table>`` before it, or when the
     chunk starts inside the table, the header row its context carries."""
-    table = passage.text.lower().rfind("<table", 0, row.start)
+    table = max((m.start() for m in _TABLE_OPEN.finditer(passage.text, 0, row.start)), default=-1)
     if table < 0:
         carried = HTML_ROW_RE.search(passage.context)
         return carried.group(0) if carried else None

@@ -467,6 +467,8 @@ def _html_table_end(lines: list[_Line], i: int) -> int | None:
     for k in range(i, min(len(lines), i + _MAX_HTML_TABLE_LINES)):
         if "</table" in lines[k].text.lower():
             return k
+        if k > i and _ATX_RE.match(lines[k].text):
+            return None  # a heading before any </table>: the table was never closed
     return None
 
 

@@ -158,8 +158,9 @@ def _extract_rich(path: Path, raw: bytes) -> str | Skipped:
     try:
         if suffix == ".docx":
             return docx_to_markdown(path)
-        text = decode_text(raw)  # refuses binary content; the parser reads the bytes with the page's own charset
-        return text if isinstance(text, Skipped) else html_to_markdown(raw)
+        if b"\x00" in raw[:65536] and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):  # NULs, and no UTF-16 BOM
+            return Skipped(path, "looks binary (contains NUL bytes), not HTML")
+        return html_to_markdown(raw)  # the parser decodes by the page's own charset (meta, BOM), else UTF-8
     except Exception as exc:  # a parser's own error types are many and undocumented
         return Skipped(path, f"could not be parsed as {suffix[1:].upper()} ({type(exc).__name__}: {exc})")
 

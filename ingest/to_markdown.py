@@ -16,7 +16,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 _HEADINGS = {f"h{n}": n for n in range(1, 7)}
-_NOT_CONTENT = ("script", "style", "noscript", "template", "nav", "header", "footer", "svg", "form", "button")
+_NOT_CONTENT = ("script", "style", "noscript", "template", "nav", "svg", "button")
+# A page's header and footer are its site's, not its content, unless they hold a heading (an article's
+# <header><h1>Release notes</h1>).
+_CHROME = ("header", "footer")
+_BLOCK_DESCENDANTS = ("h1", "h2", "h3", "h4", "h5", "h6", "p", "ul", "ol", "table", "pre", "blockquote", "div")
 _BLOCKS = {"p", "div", "section", "article", "main", "aside", "figure", "figcaption", "dl", "dt", "dd", "details",
            "summary", "center", "body", "html"}
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
@@ -31,8 +35,14 @@ def html_to_markdown(html: str | bytes) -> str:
     soup = BeautifulSoup(html, "html.parser")
     for tag in soup.find_all(_NOT_CONTENT):
         tag.decompose()
+    for tag in soup.find_all(_CHROME):
+        if not tag.find(list(_HEADINGS)):
+            tag.decompose()
     root = soup.body or soup
-    return _joined(_html_blocks(root))
+    try:
+        return _joined(_html_blocks(root))
+    except RecursionError:  # hundreds of nested <div>s: their text, without the outline
+        return _inline_text(root.get_text("\n"))
 
 
 def _html_blocks(node: Any, depth: int = 0) -> Iterator[str]:
@@ -59,6 +69,8 @@ def _html_blocks(node: Any, depth: int = 0) -> Iterator[str]:
             inline.append("\n")
             continue
         block = _html_block(child, name, depth)
+        if block is None and child.find(_BLOCK_DESCENDANTS):
+            block = list(_html_blocks(child, depth))  # an inline element around blocks (<a><h2>…</h2></a>)
         if block is None:
             inline.append(_inline_markup(child))
             continue
@@ -104,7 +116,11 @@ def _html_rows(table: Any) -> list[list[str]]:
     for row in table.find_all("tr"):
         if row.find_parent("table") is not table:
             continue  # a nested table's rows belong to it
-        cells = [_inline_text(cell.get_text(" ")) for cell in row.find_all(("th", "td"), recursive=False)]
+        cells = []
+        for cell in row.find_all(("th", "td"), recursive=False):
+            span = str(cell.get("colspan", "1"))
+            # A cell spanning columns stands in each, so the cells after it stay under their headers.
+            cells.extend([_inline_text(cell.get_text(" "))] * (int(span) if span.isdigit() and 0 < int(span) < 50 else 1))
         if any(cells):
             rows.append(cells)
     return rows
@@ -134,7 +150,8 @@ def docx_to_markdown(path: Any) -> str:
             blocks.append(_docx_paragraph(Paragraph(element, document)))
         elif tag == "tbl":
             table = Table(element, document)
-            blocks.append(_pipe_table([[_inline_text(cell.text) for cell in _unique(row.cells)] for row in table.rows]))
+            # python-docx repeats a merged cell in each column it spans: the columns stay aligned.
+            blocks.append(_pipe_table([[_inline_text(cell.text) for cell in row.cells] for row in table.rows]))
     return _joined(blocks)
 
 
@@ -151,15 +168,6 @@ def _docx_paragraph(paragraph: Any) -> str:
     if style.startswith("List"):
         return f"{'1.' if 'Number' in style else '-'} {text}"
     return text
-
-
-def _unique(cells: Iterable[Any]) -> list[Any]:
-    """A row's cells with merged ones once (python-docx repeats a merged cell in every column it spans)."""
-    seen: list[Any] = []
-    for cell in cells:
-        if not any(cell._tc is other._tc for other in seen):
-            seen.append(cell)
-    return seen
 
 
 # --- shared ---------------------------------------------------------------------------------------

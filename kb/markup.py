@@ -138,6 +138,7 @@ _MAX_TITLE_CHARS = 120
 
 def underlines_title(line: str, underline: str) -> bool:
     """Whether ``underline`` makes ``line``, the line above it, a title (a one-line paragraph of prose)."""
+    line, underline = line.rstrip("\r\n"), underline.strip()
     stripped = line.strip()
     indent = len(line) - len(line.lstrip(" \t"))
     item = LIST_ITEM_RE.match(line)
@@ -148,8 +149,8 @@ def underlines_title(line: str, underline: str) -> bool:
     if RST_ADORNMENT_RE.match(stripped) or FENCE_RE.match(line) or len(stripped) > _MAX_TITLE_CHARS:
         return False  # an overline, a fence, or a paragraph above a rule
     adornment = RST_ADORNMENT_RE.match(underline)
-    # ":::" closes an MDX admonition, not a title.
-    return bool(SETEXT_UNDERLINE_RE.match(underline) or (adornment and adornment.group(1) != ":" and not indent))
+    # ":::" closes an MDX admonition, "***" and "___" are Markdown rules: no title's.
+    return bool(SETEXT_UNDERLINE_RE.match(underline) or (adornment and adornment.group(1) not in ":*_" and not indent))
 
 
 # An HTML table in Markdown (wide model tables of READMEs): a row from <tr> to </tr>, on one line or

@@ -122,7 +122,8 @@ def split_sentences(text: str) -> list[Span]:
             spans.extend(_code_spans(line, line_start))
             continue
         if markup.opens_rst_code(line) and not fence:
-            literal = _indent(line)
+            item = markup.LIST_ITEM_RE.match(line)  # in a list item the block ends back at the item's text
+            literal = item.end() if item else _indent(line)
         if not stripped or _TABLE_SEPARATOR.match(stripped):
             continue
         offset = line_start + line.index(stripped)
@@ -189,17 +190,28 @@ def _columns(text: str) -> int:
 
 
 def _title_underlines(lines: list[str]) -> set[int]:
-    """The lines that underline the title above them. A run of "~" is one too when longer than a fence
-    usually is (reStructuredText underlines titles with it; Markdown opens code with "~~~")."""
-    found = set()
-    # YAML front matter ends at a "---" line, which underlines no title.
-    front_matter_end = next((n for n in range(1, len(lines)) if lines[n].strip() == "---"), 0) \
-        if lines and lines[0].strip() == "---" else 0
-    for number in range(front_matter_end + 1, len(lines)):
+    """The lines that underline the title above them, read from the top outside code. A run of "~" under
+    a title is one too when longer than a fence usually is (reStructuredText underlines titles with it;
+    Markdown opens code with "~~~"), unless the line above ends in a colon (then it introduces code)."""
+    found: set[int] = set()
+    first = 1
+    if len(lines) > 1 and lines[0].strip() == "---" and ":" in lines[1]:  # YAML front matter: its "---" ends it
+        first = next((n for n in range(1, len(lines)) if lines[n].strip() == "---"), 0) + 1
+    fence = ""
+    for number in range(first, len(lines)):
         under = lines[number].strip()
-        if markup.underlines_title(lines[number - 1], lines[number]) and (
-                not markup.FENCE_RE.match(under) or (under[0] == "~" and len(under) > 3)):
+        opening = markup.FENCE_RE.match(under)
+        if fence:
+            if markup.closes_fence(under, fence):
+                fence = ""
+            continue
+        title = lines[number - 1].rstrip("\r\n")
+        introduces_code = title.rstrip().endswith((":", "："))
+        if markup.underlines_title(title, under) and (
+                not opening or (under[0] == "~" and len(under) > 3 and not introduces_code)):
             found.add(number)
+        elif opening:
+            fence = opening.group(1)
     return found
 
 
@@ -207,7 +219,8 @@ def _html_row_in(line: str, at: int, html_rows: dict[int, int], line_start: int)
     """Where the HTML table row that ``line`` (its text from ``at``) opens starts, if it opens one: at
     once, or after tags of the table (``<table><tr>``); a row after prose leaves the line prose."""
     head = line[at:]
-    i = head.lower().find("<tr")
+    found = _ROW_OPEN.search(head)
+    i = found.start() if found else -1
     if i < 0 or line_start + at + i not in html_rows:
         return None
     if i and not markup.HTML_TABLE_TAGS_RE.match(head[:i]):
@@ -216,6 +229,7 @@ def _html_row_in(line: str, at: int, html_rows: dict[int, int], line_start: int)
 
 
 _BLANK = re.compile(r"\s*")
+_ROW_OPEN = re.compile(r"<tr\b", re.IGNORECASE)
 
 
 def _html_rows_from(text: str, start: int, html_rows: dict[int, int]) -> list[tuple[int, int]]:

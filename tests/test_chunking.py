@@ -662,3 +662,8 @@ def test_an_html_table_is_split_between_its_rows_with_its_header_in_context() ->
         assert chunk.text.count("<tr>") == chunk.text.count("</tr>"), "a row cut in two"
         assert chunk is table[0] or chunk.context == header
     assert table[-1].text.endswith("</table>")
+
+
+def test_an_unclosed_html_table_ends_at_the_next_heading() -> None:
+    text = "# A\n\n<table>\n<tr><td>x</td></tr>\n\n## B\n\nProse b.\n\n## C\n\nProse c.\n\n<table><tr><td>y</td></tr></table>\n"
+    assert [c.section for c in chunk_markdown(text, "d.md", max_chars=40)] == ["A", "A > B", "A > C", "A > C"]

@@ -180,3 +180,14 @@ def test_a_word_document_is_read_as_markdown_with_its_headings_lists_and_tables(
     assert doc.text == ("# Lighthouse\n\n# Visiting\n\nOpen from May to September.\n\n- Bring a coat\n\n"
                         "| Visitor | Price |\n| --- | --- |\n| Adult | 4 EUR |\n\n## History\n\nBuilt in 1893.")
     assert "Visiting > History" in {c.section for c in chunk_text(doc.text, doc.name, doc.format, max_chars=60)}
+
+
+def test_html_pages_keep_their_content_in_forms_article_headers_and_spanned_columns(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text("<body><header><a href='/'>Site</a></header><form><article><header><h1>Release notes</h1>"
+                    "</header><p>Fixed the lamp.</p></article></form><table><tr><th colspan='2'>Name</th>"
+                    "<th>Size</th></tr><tr><td>Llama</td><td>3</td><td>8B</td></tr></table></body>", encoding="utf-8")
+    doc = read(path)
+    assert isinstance(doc, SourceDocument)
+    assert doc.text.startswith("# Release notes\n\nFixed the lamp.") and "Site" not in doc.text
+    assert "| Name | Name | Size |\n| --- | --- | --- |\n| Llama | 3 | 8B |" in doc.text

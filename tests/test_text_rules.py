@@ -185,6 +185,22 @@ def test_unended_lines_and_unclosed_rows_stay_bounded():
     rows = split_sentences("<tr><td>a\n" * 50 + "<tr><td>b</td></tr>\n")
     assert [s.text for s in rows if s.is_table_row] == ["<tr><td>b</td></tr>"]
 
+
+def test_review_cases_of_the_new_reading_rules():
+    """Found by a second review: a Markdown "~~~~" fence under prose or a colon is a fence, CRLF files
+    have underlined titles too, a "::" block in a list item ends back at the item's text, and "***"
+    under a line is a Markdown rule."""
+    def read(text: str) -> list[tuple[str, bool, bool]]:
+        return [(s.text, s.is_heading, s.in_code) for s in split_sentences(text)]
+
+    assert read("Prose.\n\n~~~~\nx = 1\n~~~~\n\nMore prose.\n") == [
+        ("Prose.", False, False), ("~~~~", False, False), ("x = 1", False, True), ("~~~~", False, False),
+        ("More prose.", False, False)]
+    assert ("pip install foo", False, True) in read("Install it with:\n~~~~\npip install foo\n~~~~")
+    assert read("Section\r\n~~~~~~~\r\n\r\nSome text.") == [("Section", True, False), ("Some text.", False, False)]
+    assert read("- Install it::\n\n      pip install x\n\n  Then import it.\n")[-1] == ("Then import it.", False, False)
+    assert not any(heading for _, heading, _ in read("Paragraph line\n***\n"))
+
 # Two defects the code-health pass found in split_sentences, fixed (measured with the eval gate).
 def test_a_question_mark_in_a_url_does_not_end_the_sentence():
     assert _texts("Go to https://x.com/a?b=1 now. Done.") == ["Go to https://x.com/a?b=1 now.", "Done."]
