@@ -21,7 +21,7 @@ from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
 from kb.markup import FENCE_RE, HTML_ROW_RE, LIST_ITEM_RE, clean_markup, html_cells, opens_rst_code
-from kb.sentences import Span, split_sentences
+from kb.sentences import Span, split_sentences, wraps_into
 from kb.text import CJK_CHAR, detect_language, normalize, query_tokens, strip_noise, tokenize
 
 MAX_UNITS = 3
@@ -263,17 +263,35 @@ def _item_lead(passage: Passage, span: Span) -> str:
     """
     if span.in_code or span.is_table_row:
         return ""
-    line_start = passage.text.rfind("\n", 0, span.start) + 1
-    lead = passage.text[line_start : span.start]
-    return lead if lead.strip() and LIST_ITEM_RE.match(lead) else ""
+    start = _item_start(passage.text, span.start)
+    return passage.text[start : span.start] if start is not None and passage.text[start : span.start].strip() else ""
+
+
+def _item_start(text: str, position: int) -> int | None:
+    """Where the list item that ``position`` stands in starts: its marker's line, found up through the
+    item's wrapped lines (kb.sentences.wraps_into); None outside a list item."""
+    line_start = text.rfind("\n", 0, position) + 1
+    for _ in range(_MAX_ITEM_LINES):
+        line_end = text.find("\n", line_start)
+        line = text[line_start : line_end if line_end >= 0 else len(text)]
+        if LIST_ITEM_RE.match(line):
+            return line_start
+        above = text.rfind("\n", 0, line_start - 1) + 1 if line_start else 0
+        if not line_start or not wraps_into(text[above : line_start - 1], line):
+            return None  # not a wrapped line: the body under an item's title is no part of its first sentence
+        line_start = above
+    return None
+
+
+_MAX_ITEM_LINES = 12
 
 
 def _item_before(passage: Passage, best: Span, quotable: Sequence[Span]) -> list[Span]:
     """The quotable sentences of ``best``'s list item before it, when they fit in an answer with it."""
     if not _item_lead(passage, best):
         return []
-    line_start = passage.text.rfind("\n", 0, best.start) + 1
-    before = [s for s in quotable if line_start <= s.start < best.start]
+    start = _item_start(passage.text, best.start) or 0
+    before = [s for s in quotable if start <= s.start < best.start]
     spans = [*before, best]
     if sum(len(s.text) for s in spans) > MAX_ANSWER_CHARS or _units(passage, spans) > MAX_UNITS:
         return []

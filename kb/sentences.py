@@ -163,6 +163,12 @@ _MAX_WRAPPED_CHARS = 1000  # a sentence no longer than this runs on over lines (
 _MIN_WRAPPED_COLUMNS = 50  # a line this wide (a CJK character is two columns) may be wrapped; a shorter one is a title
 
 
+def wraps_into(previous: str, line: str) -> bool:
+    """Whether ``previous`` is a wrapped line of the paragraph that ``line``, the line after it, goes on
+    (it ends in no sentence end, and ``line`` carries it on): how ``split_sentences`` joins a sentence."""
+    return not _LINE_ENDS_SENTENCE.search(previous.strip()) and _continues(previous, line)
+
+
 def _continues(previous: str, line: str) -> bool:
     """Whether ``line`` carries on the paragraph of ``previous``, the line before it (no blank line
     between): ``previous`` is as wide as wrapped lines are, not a title line, and ``line`` starts where

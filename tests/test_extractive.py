@@ -440,3 +440,20 @@ def test_a_pdf_sentence_wrapped_over_lines_is_quoted_whole(tmp_path):
     assert all(line[0].isupper() for line in answer.text.splitlines())  # no line starts mid-sentence
     quote = answer.citations[0].quote
     assert "Its walls are two\nmetres thick" in quote  # the source, wrapped as it is
+
+
+def test_a_wrapped_list_items_later_sentence_is_read_with_its_subject_too():
+    """The same when the item is wrapped over lines: its subject is found up through the item's lines."""
+    from chat.extractive import select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("### Parameters\n\n- `format`: the format to return a response in. Defaults to plain text\n"
+            "- `keep_alive`: how long the model stays loaded in memory after the request, so that the\n"
+            "  next request does not load it again. Defaults to `5m`\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving models")])
+    passage = Passage(id="t", text=text, doc="api.md", section="API > Generate", start=0, end=len(text), score=1.0)
+    chosen = select("What does keep_alive default to?", [passage], bm25)
+    assert [e.display for e in chosen[:2]] == [
+        "`keep_alive`: how long the model stays loaded in memory after the request, so that the next request "
+        "does not load it again.", "Defaults to `5m`"]
