@@ -27,6 +27,9 @@ from kb.text import CJK_CHAR, detect_language, normalize, query_tokens, strip_no
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
 MIN_ANSWER_CHARS = 120  # the best sentence is continued until the answer is this long (dev tune: 80 -> 120 +2)
+# ... and past that by a sentence that matches the question's words this well next to the best one
+# (the answer's third sentence, after two that only set it up; dev tune 0.5-1.0 alike: +1, nothing lost).
+RUN_ON_COVERAGE = 0.8
 PASSAGES_CONSIDERED = 3
 RANK_PRIOR = 0.15  # weight of 1/rank next to lexical coverage (0..1)
 MIN_COVERAGE = 0.2  # below this the lexical ranking is not trusted
@@ -345,14 +348,19 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     # since definitions and their consequences sit next to each other.
     following = [s for s in quotable if s.start > best.start]
     headings = local_headings(passage)
+    coverage = {item.span.start: item.lexical for item in scored if item.rank == best_rank}
     for span in following:
         spans = [s for _, s in chosen]
         if _units(passage, spans) >= MAX_UNITS or sum(len(s.text) for s in spans) + len(span.text) > MAX_ANSWER_CHARS:
             break
         if headings.get(span.start) != headings.get(best.start):
             break  # the next sub-section: another topic (on dev tune as many evidence spans, none run on)
-        if _said(spans) >= MIN_ANSWER_CHARS and not best.is_table_row and not _same_code_block(passage, spans[-1], span):
-            break  # but a command sequence is quoted to its end (within MAX_ANSWER_CHARS): cut, it is a broken one
+        # Long enough: stop, unless the sentence answers too, or continues a command sequence (quoted to its
+        # end within MAX_ANSWER_CHARS: cut, it is a broken one).
+        answers_too = coverage.get(span.start, 0.0) >= max(MIN_COVERAGE, RUN_ON_COVERAGE * top_scored.lexical)
+        if (_said(spans) >= MIN_ANSWER_CHARS and not best.is_table_row and not answers_too
+                and not _same_code_block(passage, spans[-1], span)):
+            break
         chosen.append((best_rank, span))
     if not best.is_table_row:  # a table row is continued by the rows under it, never led into
         chosen = _with_lead_in(passage, best, chosen, quotable, headings)

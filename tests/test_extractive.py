@@ -457,3 +457,19 @@ def test_a_wrapped_list_items_later_sentence_is_read_with_its_subject_too():
     assert [e.display for e in chosen[:2]] == [
         "`keep_alive`: how long the model stays loaded in memory after the request, so that the next request "
         "does not load it again.", "Defaults to `5m`"]
+
+
+def test_an_answer_runs_on_into_a_sentence_that_answers_as_well_as_its_best():
+    """Past its minimum length an answer stops, unless the next sentence matches the question's words
+    about as well as the best one: here the third sentence is the answer, after two that set it up."""
+    from chat.extractive import select
+    from kb.bm25 import BM25Index
+    from kb.text import tokenize
+
+    text = ("## Naming\n\nImage names are used without a registry in a `name:version` format. Some examples are "
+            "`app:1.2`, `tools:latest` and `example.org/app:3`. If no version is given, the name gets `stable`.\n")
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving models")])
+    passage = Passage(id="t", text=text, doc="d.md", section="Images > Naming", start=0, end=len(text), score=1.0)
+    chosen = [e.display for e in select("If an image name is given without a version, which version is used?",
+                                        [passage], bm25)]
+    assert chosen[-1] == "If no version is given, the name gets `stable`."
