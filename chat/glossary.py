@@ -81,7 +81,31 @@ def _load() -> dict[str, str]:
 
 def _glosses(question: str) -> list[str]:
     entries = _load()
-    return [entries[t] for t in query_tokens(question) if CJK_CHAR.search(t) and t in entries]
+    return [entries[t] for t in _dictionary_words(query_tokens(question), entries) if CJK_CHAR.search(t) and t in entries]
+
+
+def _dictionary_words(tokens: list[str], entries: dict[str, str]) -> list[str]:
+    """``tokens`` with runs of adjacent Chinese ones joined where the dictionary knows the longer word.
+
+    jieba cuts words its own vocabulary lacks into characters (字段 into 字 / 段: "letter symbol", "paragraph
+    section"); CC-CEDICT has 字段, "field". Longest run first, up to four tokens. (Reading the documents
+    so too changed nothing on the tune splits, so only questions are.)
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        for n in (4, 3, 2):
+            run = tokens[i : i + n]
+            if len(run) == n and all(CJK_CHAR.match(t) for t in run):
+                word = "".join(run)
+                if word in entries:
+                    out.append(word)
+                    i += n
+                    break
+        else:
+            out.append(tokens[i])
+            i += 1
+    return out
 
 
 def _latin_terms(question: str) -> list[str]:

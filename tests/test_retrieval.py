@@ -245,6 +245,16 @@ def test_documents_in_the_other_language_get_a_dense_list_of_their_own(two_doc_b
     assert english_only and not any("cross" in p.found_by for p in english_only)
 
 
+def test_a_word_jieba_cuts_in_two_is_looked_up_whole():
+    """jieba cuts 字段 into 字 / 段 ("letter", "paragraph"); CC-CEDICT knows 字段, "field", and the adjacent
+    tokens are looked up as that word."""
+    from chat.glossary import english_word_groups
+
+    groups = english_word_groups("怎样让接口返回完整的详细字段？")
+    assert ["field"] in groups
+    assert not any("paragraph" in group for group in groups)
+
+
 def test_a_chinese_questions_dictionary_senses_search_the_english_documents(two_doc_bot):
     """BM25 cannot match Chinese words in English text; their CC-CEDICT senses it can: "连续" is
     "continuous", "批处理" "batch processing", "忙碌" "busy". That list (found_by "gloss") searches only the
