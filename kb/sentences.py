@@ -132,6 +132,11 @@ def split_sentences(text: str) -> list[Span]:
             rows = _html_rows_from(text, first_row, html_rows)
             spans.extend(Span(start, end, text[start:end], is_table_row=True) for start, end in rows)
             row_end = rows[-1][1]
+            # What follows the last row on its line ("</table> See the notes below.") is prose again.
+            line_end = text.find("\n", row_end)
+            line_end = len(text) if line_end < 0 else line_end
+            after = _TABLE_TAGS_PREFIX.match(text, row_end, line_end).end()
+            spans.extend(sentences_in_line(text[after:line_end], after))
             continue
         if markup.HTML_TABLE_TAGS_RE.match(stripped):
             continue
@@ -236,6 +241,7 @@ def _html_row_in(line: str, at: int, html_rows: dict[int, int], line_start: int)
 
 _BLANK = re.compile(r"\s*")
 _ROW_OPEN = re.compile(r"<tr\b", re.IGNORECASE)
+_TABLE_TAGS_PREFIX = re.compile(r"(?:\s*</?(?:table|thead|tbody|tfoot|tr|colgroup|col)\b[^>]*>)*\s*", re.IGNORECASE)
 
 
 def _html_rows_from(text: str, start: int, html_rows: dict[int, int]) -> list[tuple[int, int]]:

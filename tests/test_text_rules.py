@@ -136,6 +136,9 @@ def test_an_html_table_row_is_one_table_row_however_many_lines_it_takes():
     assert all(text[s.start : s.end] == s.text for s in spans)
     # A row inside code is code.
     assert [s.is_table_row for s in split_sentences("```html\n<tr><td>a</td></tr>\n```\n")] == [False, False, False]
+    # Prose after the table on the row's line is prose again.
+    assert _texts("<table><tr><td>a</td></tr></table> See the notes below.\n") == [
+        "<tr><td>a</td></tr>", "See the notes below."]
 
 
 def test_an_underlined_title_is_a_heading_and_a_tilde_underline_no_fence():
