@@ -20,7 +20,7 @@ from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
-from kb.markup import FENCE_RE, HTML_ROW_RE, LIST_ITEM_RE, clean_markup, html_cells, opens_rst_code
+from kb.markup import FENCE_RE, HTML_ROW_RE, HTML_TABLE_OPEN_RE, LIST_ITEM_RE, clean_markup, html_cells, opens_rst_code
 from kb.sentences import Span, split_sentences, wraps_into
 from kb.text import CJK_CHAR, detect_language, normalize, query_tokens, strip_noise, tokenize
 
@@ -264,10 +264,16 @@ def _item_lead(passage: Passage, span: Span) -> str:
     A parameter list's item names its subject once ("`tools`: tools for the model to use. Requires
     `stream` to be set to `false`"); its later sentences are read with that subject, and quoted from it.
     """
+    start = _item_lead_start(passage, span)
+    return "" if start is None else passage.text[start : span.start]
+
+
+def _item_lead_start(passage: Passage, span: Span) -> int | None:
+    """Where ``span``'s list item starts, when some of the item's text stands before ``span``; else None."""
     if span.in_code or span.is_table_row:
-        return ""
+        return None
     start = _item_start(passage.text, span.start)
-    return passage.text[start : span.start] if start is not None and passage.text[start : span.start].strip() else ""
+    return start if start is not None and passage.text[start : span.start].strip() else None
 
 
 def _item_start(text: str, position: int) -> int | None:
@@ -291,9 +297,9 @@ _MAX_ITEM_LINES = 12
 
 def _item_before(passage: Passage, best: Span, quotable: Sequence[Span]) -> list[Span]:
     """The quotable sentences of ``best``'s list item before it, when they fit in an answer with it."""
-    if not _item_lead(passage, best):
+    start = _item_lead_start(passage, best)
+    if start is None:
         return []
-    start = _item_start(passage.text, best.start) or 0
     before = [s for s in quotable if start <= s.start < best.start]
     spans = [*before, best]
     if sum(len(s.text) for s in spans) > MAX_ANSWER_CHARS or _units(passage, spans) > MAX_UNITS:
@@ -533,9 +539,6 @@ def table_header(passage: Passage, row: Span) -> str | None:
     return top if top and top != row.text else None
 
 
-_TABLE_OPEN = re.compile(r"<table\b", re.IGNORECASE)
-
-
 def _is_html_row(row: str) -> bool:
     return row.lstrip()[:3].lower() == "<tr"
 
@@ -543,7 +546,7 @@ def _is_html_row(row: str) -> bool:
 def _html_table_header(passage: Passage, row: Span) -> str | None:
     """The first row of the HTML table that ``row`` is in: after the last ``<table>`` before it, or when the
     chunk starts inside the table, the header row its context carries."""
-    table = max((m.start() for m in _TABLE_OPEN.finditer(passage.text, 0, row.start)), default=-1)
+    table = max((m.start() for m in HTML_TABLE_OPEN_RE.finditer(passage.text, 0, row.start)), default=-1)
     if table < 0:
         carried = HTML_ROW_RE.search(passage.context)
         return carried.group(0) if carried else None

@@ -462,7 +462,7 @@ def _grid_end(lines: list[_Line], i: int) -> int:
 def _html_table_end(lines: list[_Line], i: int) -> int | None:
     """The line that closes the HTML table opening at line ``i`` (``<table>``), or None when none opens
     there or it is never closed (then its lines are read as they come)."""
-    if lines[i].stripped[:6].lower() != "<table":
+    if not markup.HTML_TABLE_OPEN_RE.match(lines[i].stripped):
         return None
     for k in range(i, min(len(lines), i + _MAX_HTML_TABLE_LINES)):
         if "</table" in lines[k].text.lower():

@@ -159,6 +159,7 @@ def underlines_title(line: str, underline: str) -> bool:
 # (A row ends before the next "<tr": an unclosed one is no row, and the search stays linear.)
 HTML_ROW_RE = re.compile(r"<tr\b[^>]*>(?:(?!<tr\b|</tr)[\s\S])*</tr\s*>", re.IGNORECASE)
 HTML_CELL_RE = re.compile(r"<t[hd]\b[^>]*>(.*?)(?:</t[hd]\s*>|(?=<t[hd]\b)|$)", re.IGNORECASE | re.DOTALL)
+HTML_TABLE_OPEN_RE = re.compile(r"<table\b", re.IGNORECASE)
 _TABLE_TAG = r"</?(?:table|thead|tbody|tfoot|tr|colgroup|col)\b[^>]*>"
 HTML_TABLE_TAGS_RE = re.compile(rf"^[ \t]*(?:{_TABLE_TAG}[ \t]*)+$", re.IGNORECASE)
 HTML_TABLE_TAGS_PREFIX_RE = re.compile(rf"(?:\s*{_TABLE_TAG})*\s*", re.IGNORECASE)  # what may lead into text

@@ -135,7 +135,7 @@ def split_sentences(text: str) -> list[Span]:
             # What follows the last row on its line ("</table> See the notes below.") is prose again.
             line_end = text.find("\n", row_end)
             line_end = len(text) if line_end < 0 else line_end
-            after = _TABLE_TAGS_PREFIX.match(text, row_end, line_end).end()
+            after = markup.HTML_TABLE_TAGS_PREFIX_RE.match(text, row_end, line_end).end()
             spans.extend(sentences_in_line(text[after:line_end], after))
             continue
         if markup.HTML_TABLE_TAGS_RE.match(stripped):
@@ -241,7 +241,6 @@ def _html_row_in(line: str, at: int, html_rows: dict[int, int], line_start: int)
 
 _BLANK = re.compile(r"\s*")
 _ROW_OPEN = re.compile(r"<tr\b", re.IGNORECASE)
-_TABLE_TAGS_PREFIX = re.compile(r"(?:\s*</?(?:table|thead|tbody|tfoot|tr|colgroup|col)\b[^>]*>)*\s*", re.IGNORECASE)
 
 
 def _html_rows_from(text: str, start: int, html_rows: dict[int, int]) -> list[tuple[int, int]]:

@@ -13,7 +13,17 @@ import pytest
 from chat.extractive import content_question
 from chat.passages import Passage
 from chat.prompts import REFUSAL
-from kb.text import query_tokens, strip_noise
+from kb.bm25 import BM25Index
+from kb.text import query_tokens, strip_noise, tokenize
+
+
+def _one_passage(text: str, section: str, *, doc: str = "d.md",
+                 other: str = "unrelated words about serving") -> tuple[Passage, BM25Index]:
+    """``text`` as the one passage a question is answered from, and a BM25 index of it and ``other``
+    (the second document gives the words their IDF)."""
+    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize(other)])
+    return Passage(id="t", text=text, doc=doc, section=section, start=0, end=len(text), score=1.0), bm25
+
 
 ANSWERED = ["KV Cache 的代价是什么？", "RoPE 解决了什么问题？", "What does MoE activate for each token?"]
 NOISE = [
@@ -124,12 +134,9 @@ def test_a_table_row_is_read_with_the_columns_it_fills():
     """A blank cell states nothing: the row with a value under 'Recommended' answers 'which are
     recommended?', and no row is spelled out as 'Recommended：' with nothing after it."""
     from chat.extractive import candidates, display_text, select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = "| Type | Recommended |\n| --- | --- |\n| q2_K | |\n| q3_K_M | |\n| q4_K_M | yes |\n| q5_0 | |\n"
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
-    passage = Passage(id="t", text=text, doc="d.md", section="Quantization", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "Quantization")
     chosen = select("Which type is recommended?", [passage], bm25)
     assert chosen[0].span.text == "| q4_K_M | yes |"
     blank = next(span for span in candidates(passage)
@@ -149,13 +156,10 @@ def test_an_answer_quoting_inline_code_keeps_its_citation():
     came out with no citation at all."""
     from chat.citations import check_sentences
     from chat.extractive import compose, quoted_spans, select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     sentence = "遇到包冲突时，可使用 `pip install --no-deps -e .` 解决。"
     text = f"### 包冲突\n\n{sentence}\n\n### 其他\n\n安装步骤见上文。\n"
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
-    passage = Passage(id="t", text=text, doc="d.md", section="安装", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "安装")
     extracts = select("安装时遇到包冲突怎么办？", [passage], bm25)
     answer = compose(extracts)
     assert answer.startswith(sentence)
@@ -168,14 +172,11 @@ def test_a_short_answer_that_ends_its_sub_section_is_led_into():
     """The best sentence closes its sub-section, so it cannot be continued: the answer takes the
     sentences just before it instead (an endpoint above its description), never across a heading."""
     from chat.extractive import select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("## Running models\n\n```shell\nGET /api/running\n```\n\n"
             "Lists the models that are loaded into memory right now.\n\n"
             "## Durations\n\nEvery duration is given in nanoseconds.\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
-    passage = Passage(id="t", text=text, doc="d.md", section="API", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "API")
     chosen = select("Which endpoint lists the models loaded into memory?", [passage], bm25)
     assert [e.display for e in chosen] == ["GET /api/running", "Lists the models that are loaded into memory right now."]
     # Under its own heading, a short last sentence has nothing to lead into it.
@@ -187,13 +188,10 @@ def test_a_line_ending_in_a_colon_is_quoted_with_what_it_introduces():
     """'For reproducible outputs, set seed to a number:' is the answer; the request it introduces follows
     it, and the label counts as no statement against the three the answer may quote."""
     from chat.extractive import select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("### Examples\n\nFor reproducible outputs, set `seed` to a number:\n\n```shell\n"
             "curl http://localhost:11434/api/generate -d '{\n  \"seed\": 123\n}'\n```\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
-    passage = Passage(id="t", text=text, doc="d.md", section="Generate", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "Generate")
     chosen = select("How do I get reproducible outputs?", [passage], bm25)
     assert [e.display for e in chosen] == ["For reproducible outputs, set `seed` to a number:",
                                            "curl http://localhost:11434/api/generate -d '{", '"seed": 123']
@@ -203,13 +201,10 @@ def test_a_comment_in_a_code_block_does_not_end_the_answer():
     """A '# comment' line inside the code a label introduces is code, not a sub-heading: the answer goes on
     past it to the command (read as a heading, it ended the answer's sub-section)."""
     from chat.extractive import select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("### Development\n\nTo reinstall in editable mode inside the container:\n\n```bash\n"
             "# from the mounted source folder\npip install -e . --no-build-isolation\n```\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
-    passage = Passage(id="t", text=text, doc="d.md", section="Docker", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "Docker")
     chosen = select("How do I reinstall in editable mode inside the container?", [passage], bm25)
     assert [e.display for e in chosen][-2:] == ["pip install -e .", "--no-build-isolation"]  # split at ". ", as stored
 
@@ -218,15 +213,12 @@ def test_a_command_sequence_is_quoted_to_the_end_of_its_code_block():
     """The lines of one code block are one statement: an answer that enters the block quotes it to its end
     (within the length cap), not its first three lines; the prose after the block is another statement."""
     from chat.extractive import select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("### Development\n\nTo reinstall in editable mode inside the container:\n\n```bash\n"
             "git clone https://example.org/app.git\ncd app\n# mount the source folder\n"
             "docker run --rm -it -v \"$PWD:/workspace/app\" app bash\npip install -e . --no-build-isolation\n```\n\n"
             "A derived image needs a Dockerfile of its own.\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving")])
-    passage = Passage(id="t", text=text, doc="d.md", section="Docker", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "Docker")
     chosen = [e.display for e in select("How do I reinstall in editable mode inside the container?", [passage], bm25)]
     assert chosen[0] == "To reinstall in editable mode inside the container:"
     assert chosen[-2:] == ["pip install -e .", "--no-build-isolation"]
@@ -237,13 +229,10 @@ def test_a_chinese_question_reads_an_english_passage_through_its_words_senses():
     """No Chinese word of the question is in English text, so without the dictionary the answer starts
     where the dense search points; with each word's senses, the sentence that holds them is quoted."""
     from chat.extractive import is_relevant, score_sentences, select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("## Serving\n\nRequests wait in a queue until a worker is free.\n\n"
             "Continuous batching keeps the GPU busy by adding new requests to a running batch.\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about memory")])
-    passage = Passage(id="t", text=text, doc="serving.md", section="Serving", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "Serving", doc="serving.md", other="unrelated words about memory")
     question = "连续批处理怎样让 GPU 一直保持忙碌？"
     best = max(score_sentences(question, [passage], bm25), key=lambda item: item.score)
     assert best.span.text.startswith("Continuous batching") and best.lexical > 0.5
@@ -263,8 +252,6 @@ def _faq_passage() -> Passage:
 
 def test_a_sentence_is_read_with_the_sub_heading_it_stands_under():
     from chat.extractive import local_headings, select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     passage = _faq_passage()
     bm25 = BM25Index.build(["faq", "other"], [tokenize(passage.text), tokenize("无关的文字 模型 推理")])
@@ -283,8 +270,6 @@ def test_the_dense_searchs_closest_sentence_breaks_a_lexical_tie():
     """Two sentences under one heading cover the question's words equally; the one the dense search
     found closer to the question (its sentence vector) is quoted, and without that signal the first is."""
     from chat.extractive import score_sentences, select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = "端口有两个。\n端口 7860 给网页界面用。\n端口 8000 给 API 服务用。\n"
     second = text.index("端口 8000")
@@ -305,8 +290,6 @@ def test_a_sentence_is_as_close_to_the_question_as_its_sub_heading():
     """In an FAQ the sub-heading is the question; the dense search finds that heading line closest, and
     the answer under it, which shares no word with the question, takes the bonus from it."""
     from chat.extractive import score_sentences
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = "### 问题甲\n答案一。\n\n### 问题乙\n答案二。\n"
     heading_b, answer_b = text.index("### 问题乙"), text.index("答案二")
@@ -323,8 +306,6 @@ def test_passages_are_reordered_by_their_best_sentence():
     that answers. Reordering the first two by their best sentence puts the answer first; a passage
     beyond the depth keeps its place."""
     from chat.extractive import by_best_sentence
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     texts = {
         "topic": "镜像有多个版本。镜像可以在本地构建。",
@@ -365,15 +346,12 @@ def test_a_list_items_later_sentence_is_read_with_its_subject_and_quoted_from_it
     ("Defaults to `5m`") is read with that subject, so it beats another item's "Defaults to ...", and the
     answer quotes the item from its start, not a bare "Defaults to `5m`"."""
     from chat.extractive import score_sentences, select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("### Parameters\n\n"
             "- `format`: the format to return a response in. Defaults to plain text\n"
             "- `keep_alive`: how long the model stays loaded in memory after the request, so that the next request "
             "does not load it again. Defaults to `5m`\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving models")])
-    passage = Passage(id="t", text=text, doc="api.md", section="API > Generate", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "API > Generate", doc="api.md", other="unrelated words about serving models")
     question = "What does keep_alive default to?"
     lexical = {item.span.text: item.lexical for item in score_sentences(question, [passage], bm25)}
     assert lexical["Defaults to `5m`"] > lexical["Defaults to plain text"]
@@ -445,14 +423,11 @@ def test_a_pdf_sentence_wrapped_over_lines_is_quoted_whole(tmp_path):
 def test_a_wrapped_list_items_later_sentence_is_read_with_its_subject_too():
     """The same when the item is wrapped over lines: its subject is found up through the item's lines."""
     from chat.extractive import select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("### Parameters\n\n- `format`: the format to return a response in. Defaults to plain text\n"
             "- `keep_alive`: how long the model stays loaded in memory after the request, so that the\n"
             "  next request does not load it again. Defaults to `5m`\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving models")])
-    passage = Passage(id="t", text=text, doc="api.md", section="API > Generate", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "API > Generate", doc="api.md", other="unrelated words about serving models")
     chosen = select("What does keep_alive default to?", [passage], bm25)
     assert [e.display for e in chosen[:2]] == [
         "`keep_alive`: how long the model stays loaded in memory after the request, so that the next request "
@@ -463,13 +438,10 @@ def test_an_answer_runs_on_into_a_sentence_that_answers_as_well_as_its_best():
     """Past its minimum length an answer stops, unless the next sentence matches the question's words
     about as well as the best one: here the third sentence is the answer, after two that set it up."""
     from chat.extractive import select
-    from kb.bm25 import BM25Index
-    from kb.text import tokenize
 
     text = ("## Naming\n\nImage names are used without a registry in a `name:version` format. Some examples are "
             "`app:1.2`, `tools:latest` and `example.org/app:3`. If no version is given, the name gets `stable`.\n")
-    bm25 = BM25Index.build(["t", "u"], [tokenize(text), tokenize("unrelated words about serving models")])
-    passage = Passage(id="t", text=text, doc="d.md", section="Images > Naming", start=0, end=len(text), score=1.0)
+    passage, bm25 = _one_passage(text, "Images > Naming", other="unrelated words about serving models")
     chosen = [e.display for e in select("If an image name is given without a version, which version is used?",
                                         [passage], bm25)]
     assert chosen[-1] == "If no version is given, the name gets `stable`."
