@@ -62,7 +62,8 @@ MODEL_CTX = 8192  # the model's training context: what /api/show reports and wha
 DEFAULT_NUM_CTX = 4096  # Ollama's default without a GPU
 DEFAULT_NUM_PREDICT = 64
 DEFAULT_NUM_KEEP = 4
-FAULT_MODES = ("none", "error500", "slow_first_token", "cut_stream", "error_mid_stream", "not_found")
+FAULT_MODES = ("none", "error500", "slow_first_token", "slow_stream", "cut_stream", "error_mid_stream",
+               "not_found")
 # Ollama option name -> llama.cpp completion parameter name.
 SAMPLING_OPTIONS = {
     name: name
@@ -96,7 +97,8 @@ class Fault:
     """A failure the stand-in injects into ``/api/chat`` and ``/api/generate`` (``not_found``: all model calls).
 
     Modes: ``none``; ``error500`` (HTTP 500 with ``message``); ``slow_first_token`` (sleep ``delay`` s
-    before the first byte); ``cut_stream`` (``chunks`` content lines, then the connection is shut without
+    before the first byte); ``slow_stream`` (sleep ``delay`` s before each content line, so a client's
+    partial answer stays on screen long enough to be seen); ``cut_stream`` (``chunks`` content lines, then the connection is shut without
     a ``done`` line; ``clean=True`` ends the HTTP body properly instead; a non-streamed request gets no
     response at all); ``error_mid_stream`` (``chunks`` content lines, then ``{"error": message}`` the
     way Ollama reports a runner crash); ``not_found`` (every model is unknown, /api/tags is empty).
@@ -621,6 +623,8 @@ class Handler(BaseHTTPRequestHandler):
                 return True
             choice = event["choices"][0]
             if choice.get("text"):
+                if fault.mode == "slow_stream":
+                    time.sleep(fault.delay)
                 pieces.append(choice["text"])
                 if stream:
                     try:

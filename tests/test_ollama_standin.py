@@ -6,6 +6,7 @@ They assert behaviour (shapes, counts, errors), never what the model says.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -257,6 +258,16 @@ def test_slow_first_token_trips_the_client_timeout(ollama: OllamaStandIn) -> Non
     patient = Client(host=ollama.url, timeout=30)
     assert patient.chat(model=DEFAULT_MODEL, messages=HELLO, options=QUICK).done
     assert time.monotonic() - started >= 1.5
+
+
+def test_slow_stream_spaces_out_every_content_line(ollama: OllamaStandIn, client: Client) -> None:
+    ollama.set_fault("slow_stream", delay=0.3, times=1)
+    arrivals = []
+    for part in client.chat(model=DEFAULT_MODEL, messages=HELLO, stream=True, options=QUICK):
+        if part.message.content:
+            arrivals.append(time.monotonic())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert len(arrivals) >= 2 and min(gaps) >= 0.25
 
 
 def test_cut_stream_raises_after_some_content(ollama: OllamaStandIn, client: Client) -> None:

@@ -195,6 +195,9 @@ def test_generative_chat_streams_and_survives_ollama_going_away(browser: Any, ol
         expect(ui.page.locator("#kbqa-status")).to_contain_text("生成模式 / Generative")
         expect(ui.page.locator("#kbqa-status")).to_contain_text("smollm2:135m")
 
+        # Tokens come 0.3 s apart: at the tiny model's own speed a whole answer can stream between
+        # two of the browser's polls, and the partial answer would never be seen.
+        ollama.set_fault("slow_stream", delay=0.3, times=1)
         box = ui.page.locator("#kbqa-input textarea")
         box.fill("KV Cache 的代价是什么？")
         box.press("Enter")
