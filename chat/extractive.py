@@ -242,6 +242,8 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
     for rank, passage, spans, headings in quotable:
         groups = words.for_passage(passage)
         for span in spans:
+            if _asks(span.text) and not span.is_table_row:
+                continue  # quotable as the lead-in of its answer, never the answer itself
             # A table row is read with its header: the column names carry half its meaning.
             header = filled_columns(table_header(passage, span) or "", span.text) if span.is_table_row else ""
             # So is a sentence with the sub-heading it stands under inside the passage: in an FAQ
@@ -447,6 +449,11 @@ def _says_nothing(text: str) -> bool:
     if stripped.startswith(("```", "~~~")):
         return True
     return len(_WORDISH.findall(_HTML_TAG.sub(" ", stripped))) < 2
+
+
+def _asks(text: str) -> bool:
+    """A question ("问题1：为什么没有做词表扩充？"): it repeats what is asked and answers nothing."""
+    return _MARKUP.sub("", text).strip().rstrip("*_`'\"”’)）").endswith(("?", "？"))
 
 
 def _is_label(text: str) -> bool:

@@ -150,6 +150,22 @@ def test_a_table_row_is_read_with_the_columns_it_fills():
     assert display_text(starred, chosen[0].span) == "q4_K_M — Recommended：*"
 
 
+def test_a_question_in_the_text_is_no_answer_but_may_lead_into_one():
+    """A README's list of FAQ questions shares every word with the question asked and answers none of it:
+    the answer is the sentence that does. A question the text asks itself still leads into its answer."""
+    from chat.extractive import compose, select
+
+    faq = ("### 词表\n\n结合已有实验结论，我们并未对词表进行额外扩充，因为原版词表的中文编码效率已经够高。\n\n"
+           "### 常见问题\n\n```\n问题1：为什么没有做词表扩充？\n问题2：会有70B版本发布吗？\n```\n")
+    passage, bm25 = _one_passage(faq, "常见问题")
+    answer = compose(select("为什么没有做词表扩充？", [passage], bm25))
+    assert answer.startswith("结合已有实验结论") and "问题1" not in answer and "问题2" not in answer
+    asked = "多层能做什么？为什么不能只有一层？因为一层只能处理浅层的关系，多层才能实现抽象和推理。"
+    passage, bm25 = _one_passage(asked, "层数")
+    answer = compose(select("为什么 Transformer 不能只有一层？", [passage], bm25))
+    assert "为什么不能只有一层？ [1]\n因为一层只能处理浅层的关系" in answer
+
+
 def test_an_answer_quoting_inline_code_keeps_its_citation():
     """``pip install -e .`` ends in a dot. Shown without its backticks, that dot read as a sentence end
     when the answer was checked; what stood after it ('解决。') was too short to be a claim, and the answer
