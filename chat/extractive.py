@@ -20,7 +20,16 @@ from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
-from kb.markup import FENCE_RE, HTML_ROW_RE, HTML_TABLE_OPEN_RE, LIST_ITEM_RE, clean_markup, html_cells, opens_rst_code
+from kb.markup import (
+    FENCE_RE,
+    HTML_ROW_RE,
+    HTML_TABLE_OPEN_RE,
+    LIST_ITEM_RE,
+    RST_CODE_RE,
+    clean_markup,
+    html_cells,
+    opens_rst_code,
+)
 from kb.sentences import Span, split_sentences, wraps_into
 from kb.text import CJK_CHAR, detect_language, normalize, query_tokens, strip_noise, tokenize
 
@@ -412,7 +421,7 @@ def candidates(passage: Passage) -> list[Span]:
         # A line ending in a colon is quotable too: "For reproducible outputs, set seed to a number:" can be
         # the answer, and a label that wins is continued with what it introduces (labels count as no
         # statement against the answer's bounds; dev tune evidence +2, seed tune +2).
-        if span.is_heading or _says_nothing(span.text):
+        if span.is_heading or _says_nothing(span.text) or _opens_code_directive(passage.text, span):
             continue
         if span.is_table_row and (i == 0 or not spans[i - 1].is_table_row) and not _starts_after_context(passage, span):
             continue  # the header row: column names, no facts
@@ -449,6 +458,13 @@ def _says_nothing(text: str) -> bool:
     if stripped.startswith(("```", "~~~")):
         return True
     return len(_WORDISH.findall(_HTML_TAG.sub(" ", stripped))) < 2
+
+
+def _opens_code_directive(text: str, span: Span) -> bool:
+    """Whether ``span`` stands on a reStructuredText code directive's line ("code-block:: bash" of
+    ".. code-block:: bash"): markup that names the block's language, no statement."""
+    line_start = text.rfind("\n", 0, span.start) + 1
+    return bool(RST_CODE_RE.match(text[line_start : span.end]))
 
 
 def _asks(text: str) -> bool:

@@ -389,6 +389,11 @@ def test_a_restructuredtext_code_block_is_one_statement_and_the_next_block_anoth
     assert [s.text for s in code] == ["# node 0", "python -m server --tp 16 \\", "--nnodes 2", "python -m client"]
     assert _units(passage, code[:3]) == 1
     assert _units(passage, code) == 2
+    # The directive's own line names the block's language: markup, never quoted ("code-block:: bash").
+    from chat.extractive import candidates
+
+    assert not any("code-block" in s.text or s.text == ".." for s in candidates(passage))
+    assert [s.text for s in candidates(passage)][:2] == ["# node 0", "python -m server --tp 16 \\"]
 
 
 def test_an_html_table_row_is_answered_with_its_column_names(tmp_path):
