@@ -440,13 +440,17 @@ def local_headings(passage: Passage) -> dict[int, Span]:
     """Per sentence start, the last heading line above it inside the passage (none before the first).
 
     A chunk that merged small sibling sections keeps their sub-headings in its text while its
-    section path is their common parent's; each sentence belongs under its own sub-heading.
+    section path is their common parent's; each sentence belongs under its own sub-heading. A question
+    in the text heads what follows it the same way (an FAQ's "Q: …?" line, its "A: …" under it) and
+    stands under itself, so that it leads into its answer and the next question ends that answer.
     """
     out: dict[int, Span] = {}
     heading: Span | None = None
     for span in split_sentences(passage.text):
         if span.is_heading:
             heading = span
+        elif _asks(span.text) and not span.is_table_row:
+            heading = out[span.start] = span
         elif heading is not None:
             out[span.start] = heading
     return out

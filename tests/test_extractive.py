@@ -166,6 +166,28 @@ def test_a_question_in_the_text_is_no_answer_but_may_lead_into_one():
     assert "为什么不能只有一层？ [1]\n因为一层只能处理浅层的关系" in answer
 
 
+@pytest.mark.parametrize("faq, asked, expected", [
+    ("## 常见问题\n\n**Q：服务默认监听哪个端口？**\nA：8080。\n\n**Q：如何修改日志级别？**\n"
+     "A：设置环境变量 LOG_LEVEL=debug 后重启。\n\n**Q：支持 Windows 吗？**\nA：暂不支持，请使用 WSL。\n",
+     ["服务默认监听哪个端口？", "怎么修改日志级别？", "支持 Windows 吗？"],
+     ["Q：服务默认监听哪个端口？ [1]\nA：8080。 [1]", "Q：如何修改日志级别？ [1]\nA：设置环境变量 LOG_LEVEL=debug 后重启。 [1]",
+      "Q：支持 Windows 吗？ [1]\nA：暂不支持，请使用 WSL。 [1]"]),
+    ("## FAQ\n\nQ: Which port does the server listen on by default?\nA: 8080.\n\n"
+     "Q: How do I change the log level?\nA: Set LOG_LEVEL=debug and restart.\n",
+     ["Which port does the server listen on?", "How can I change the log level?"],
+     ["Q: Which port does the server listen on by default? [1]\nA: 8080. [1]",
+      "Q: How do I change the log level? [1]\nA: Set LOG_LEVEL=debug and restart. [1]"]),
+], ids=["zh", "en"])
+def test_a_faq_written_as_question_and_answer_lines_answers_with_the_right_pair(faq, asked, expected):
+    """No headings: each "Q: …?" line heads its "A: …" line, so the answer is the pair the question matches,
+    led in by its question and ended by the next one (before, "A: 8080." answered how to change the log
+    level, and answers ran on into the next question)."""
+    from chat.extractive import compose, select
+
+    passage, bm25 = _one_passage(faq, "FAQ")
+    assert [compose(select(question, [passage], bm25)) for question in asked] == expected
+
+
 def test_an_answer_quoting_inline_code_keeps_its_citation():
     """``pip install -e .`` ends in a dot. Shown without its backticks, that dot read as a sentence end
     when the answer was checked; what stood after it ('解决。') was too short to be a claim, and the answer
