@@ -25,10 +25,11 @@ from kb.markup import (
     HTML_ROW_RE,
     HTML_TABLE_OPEN_RE,
     LIST_ITEM_RE,
-    RST_CODE_RE,
     clean_markup,
     html_cells,
+    markup_only,
     opens_rst_code,
+    without_admonition_marker,
 )
 from kb.sentences import Span, split_sentences, wraps_into
 from kb.text import CJK_CHAR, detect_language, normalize, query_tokens, strip_noise, tokenize
@@ -421,7 +422,7 @@ def candidates(passage: Passage) -> list[Span]:
         # A line ending in a colon is quotable too: "For reproducible outputs, set seed to a number:" can be
         # the answer, and a label that wins is continued with what it introduces (labels count as no
         # statement against the answer's bounds; dev tune evidence +2, seed tune +2).
-        if span.is_heading or _says_nothing(span.text) or _opens_code_directive(passage.text, span):
+        if span.is_heading or _says_nothing(span.text) or _on_markup_line(passage.text, span):
             continue
         if span.is_table_row and (i == 0 or not spans[i - 1].is_table_row) and not _starts_after_context(passage, span):
             continue  # the header row: column names, no facts
@@ -464,11 +465,14 @@ def _says_nothing(text: str) -> bool:
     return len(_WORDISH.findall(_HTML_TAG.sub(" ", stripped))) < 2
 
 
-def _opens_code_directive(text: str, span: Span) -> bool:
-    """Whether ``span`` stands on a reStructuredText code directive's line ("code-block:: bash" of
-    ".. code-block:: bash"): markup that names the block's language, no statement."""
+def _on_markup_line(text: str, span: Span) -> bool:
+    """Whether ``span`` stands on a line of markup only: "code-block:: bash" of ".. code-block:: bash",
+    "TIP]" of "> [!TIP]", "warning" of "!!! warning" (kb.markup.markup_only). Code is code, never markup."""
+    if span.in_code:
+        return False
     line_start = text.rfind("\n", 0, span.start) + 1
-    return bool(RST_CODE_RE.match(text[line_start : span.end]))
+    line_end = text.find("\n", span.end)
+    return markup_only(text[line_start : line_end if line_end >= 0 else len(text)])
 
 
 def _asks(text: str) -> bool:
@@ -529,7 +533,8 @@ def display_text(passage: Passage, span: Span) -> str:
         header = table_header(passage, span)
         if header or _is_html_row(span.text):  # an HTML row without its header is still shown as its cells
             return spell_out_row(header or "", span.text)
-    return _LINE_BREAK.sub(_unwrapped, _MARKUP.sub("", span.text).strip())
+    text = span.text if span.in_code else without_admonition_marker(span.text)
+    return _LINE_BREAK.sub(_unwrapped, _MARKUP.sub("", text).strip())
 
 
 # A sentence wrapped over lines (kb.sentences joins them) is shown as one line: the break and the next

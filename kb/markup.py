@@ -65,6 +65,11 @@ _MKDOCS_RE = re.compile(r'^[ \t]*(?:!!!|\?\?\?\+?)[ \t]+[\w-]+(?:[ \t]+"([^"\n]*
 _GITHUB_ALERT_RE = re.compile(r"^([ \t]*>[ \t]*)\[!(?:NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*$",
                               re.MULTILINE | re.IGNORECASE)
 _RST_DIRECTIVE_RE = re.compile(r"^[ \t]*\.\.[ \t]+[\w:-]+::[^\n]*$", re.MULTILINE)
+# An admonition's text may start on its directive's line (".. warning:: Never enable debug mode in
+# production"): the marker goes, that text stays.
+_ADMONITIONS = r"(?:admonition|attention|caution|danger|error|hint|important|note|seealso|tip|todo|warning)::"
+_RST_ADMONITION_RE = re.compile(rf"^([ \t]*)\.\.[ \t]+{_ADMONITIONS}[ \t]*", re.MULTILINE | re.IGNORECASE)
+_ADMONITION_MARKER_RE = re.compile(rf"^(?:\.\.[ \t]+)?{_ADMONITIONS}[ \t]*", re.IGNORECASE)
 _RST_ROLE_RE = re.compile(r":[\w:-]+:`([^`\n]*)`")
 # A collapsible block of a README, ``<details><summary>Title</summary> ... </details>``: GitHub shows it
 # as a titled section, so the outline treats the summary line as a heading and the closing tag as its end.
@@ -117,6 +122,7 @@ _CLEANING: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
     (_COLON_FENCE_RE, _title_or_nothing),
     (_MKDOCS_RE, _title_or_nothing),
     (_GITHUB_ALERT_RE, ""),
+    (_RST_ADMONITION_RE, r"\1"),
     (_RST_DIRECTIVE_RE, ""),
     (re.compile(r"^[ \t]*(?:`{3,}|~{3,})[^\n]*$", re.MULTILINE), ""),  # code fence lines
     # Three dashes at least: a "--" line in prose is text, a "---" rule is noise like the separator.
@@ -189,6 +195,18 @@ def clean_markup(text: str) -> str:
     text = _BLANKS_RE.sub("\n", text)
     text = _MANY_NEWLINES_RE.sub("\n\n", text)
     return text.strip()
+
+
+def without_admonition_marker(sentence: str) -> str:
+    """``sentence`` without the reStructuredText admonition marker it starts with: "warning:: Never …" is
+    "Never …" (the sentence splitter cuts a directive's line after its two dots)."""
+    return _ADMONITION_MARKER_RE.sub("", sentence, count=1)
+
+
+def markup_only(line: str) -> bool:
+    """Whether ``line`` is nothing but markup (an admonition's marker, a directive, a fence): cleaned, no
+    word of it is left."""
+    return not _WORDISH_RE.search(clean_markup(line))
 
 
 def prose_words(text: str) -> int:

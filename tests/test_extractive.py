@@ -418,6 +418,20 @@ def test_a_restructuredtext_code_block_is_one_statement_and_the_next_block_anoth
     assert [s.text for s in candidates(passage)][:2] == ["# node 0", "python -m server --tp 16 \\"]
 
 
+def test_admonition_markers_are_never_quoted():
+    """Answers once showed "TIP]" (of "> [!TIP]"), "warning" (of "!!! warning") and "warning:: …" (of an
+    rst admonition whose text starts on the directive's line) as statements."""
+    from chat.extractive import candidates, display_text
+
+    text = ("> [!TIP]\n> Use int8 to halve memory on CPUs.\n\n!!! warning\n    Numbers differ on other machines.\n\n"
+            ".. note::\n\n   Restart the server after a change.\n\n"
+            ".. warning:: Never enable debug mode in production.\n")
+    passage = Passage(id="a", text=text, doc="a.md", section="Notes", start=0, end=len(text), score=1.0)
+    shown = [display_text(passage, span) for span in candidates(passage)]
+    assert shown == ["Use int8 to halve memory on CPUs.", "Numbers differ on other machines.",
+                     "Restart the server after a change.", "Never enable debug mode in production."]
+
+
 def test_an_html_table_row_is_answered_with_its_column_names(tmp_path):
     """A README's HTML table, ingested for real: the row is quoted spelled out with the header's column
     names (before, its cells were lines of their own: "<td>llama3</td>")."""

@@ -285,6 +285,19 @@ def test_table_separator_row(line, row, markup_row, starts_like_one):
     assert bool(table_separator(first_dashes=2, whole_row=False).match(line)) is starts_like_one
 
 
+def test_a_restructuredtext_admonition_keeps_the_text_on_its_directive_line():
+    from kb.markup import markup_only, without_admonition_marker
+
+    text = ".. warning:: Never enable debug mode in production.\n\n.. note::\n\n   Restart after a change.\n"
+    assert clean_markup(text) == "Never enable debug mode in production.\n\n   Restart after a change."
+    assert clean_markup(".. image:: logo.png") == ""  # other directives' arguments are no text
+    assert without_admonition_marker("warning:: Never enable debug mode.") == "Never enable debug mode."
+    assert without_admonition_marker("std:: is a namespace.") == "std:: is a namespace."
+    for line in (".. note::", ".. code-block:: bash", "> [!TIP]", "!!! warning", ":::tip", "```python"):
+        assert markup_only(line), line
+    assert not markup_only('!!! note "Hybrid search"') and not markup_only("> Use int8 on CPUs.")
+
+
 def test_clean_markup_drops_separator_rows_but_keeps_the_cells():
     assert clean_markup("| **a** | b |\n|---|---|\n| 1 | [x](https://x.io) |") == "| a | b |\n\n| 1 | x |"
 
