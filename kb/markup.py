@@ -181,6 +181,18 @@ def is_alert_marker(line: str) -> bool:
     return bool(_GITHUB_ALERT_RE.match(line.strip()))
 
 
+# A line that is only bold text, "**Parameters**" or "__注意事项__": an API reference's or a README's
+# sub-heading. One that ends like a sentence or a label ("**优点：**", "**Q: Why?**") is text.
+_BOLD_TITLE_RE = re.compile(r"^[ \t]*(\*\*|__)(?P<title>[^*_\n]{1,60}?)\1[ \t]*$")
+_SENTENCE_OR_LABEL_END = tuple("。.？?！!；;：:，,")
+
+
+def is_bold_title(line: str) -> bool:
+    """Whether ``line`` is a bold-only sub-heading (see ``_BOLD_TITLE_RE``)."""
+    match = _BOLD_TITLE_RE.match(line)
+    return bool(match) and not match.group("title").rstrip().endswith(_SENTENCE_OR_LABEL_END)
+
+
 def details_title(line: str) -> str | None:
     """The title of a ``<summary>`` line that opens a collapsible block, tags removed; else None."""
     match = DETAILS_SUMMARY_RE.match(line)

@@ -143,7 +143,8 @@ def split_sentences(text: str) -> list[Span]:
         if stripped.startswith("|"):
             spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
             continue
-        if stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped) or number + 1 in underlines:
+        if (stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped) or number + 1 in underlines
+                or markup.is_bold_title(stripped)):
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
         in_line = sentences_in_line(line, line_start)

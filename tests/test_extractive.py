@@ -418,6 +418,22 @@ def test_a_restructuredtext_code_block_is_one_statement_and_the_next_block_anoth
     assert [s.text for s in candidates(passage)][:2] == ["# node 0", "python -m server --tp 16 \\"]
 
 
+def test_a_bold_line_is_a_sub_heading_of_an_api_reference():
+    """"**Returns**" heads the sentence under it (the answer to "what does it return?") and is never quoted
+    itself; a bold label ending in a colon, or a bold question, stays text."""
+    from chat.extractive import compose, select
+    from kb.sentences import split_sentences
+
+    text = ("### `generate(prompt, max_tokens=256)`\n\nGenerates a completion.\n\n**Parameters**\n\n"
+            "- `prompt` (str) – The input text.\n\n**Returns**\n\nA `Completion` with the fields `text` and "
+            "`finish_reason`.\n\n**Raises**\n\n- `ValueError` – `max_tokens` is not positive.\n")
+    passage, bm25 = _one_passage(text, "Client > generate(prompt, max_tokens=256)")
+    assert compose(select("What does generate return?", [passage], bm25)) == (
+        "A `Completion` with the fields `text` and `finish_reason`. [1]")
+    headings = [s.text for s in split_sentences(text + "\n**优点：**\n\n**Q: Why?**\n") if s.is_heading]
+    assert headings == ["### `generate(prompt, max_tokens=256)`", "**Parameters**", "**Returns**", "**Raises**"]
+
+
 def test_admonition_markers_are_never_quoted():
     """Answers once showed "TIP]" (of "> [!TIP]"), "warning" (of "!!! warning") and "warning:: …" (of an
     rst admonition whose text starts on the directive's line) as statements."""
