@@ -190,8 +190,11 @@ _ASKS_AMOUNT = re.compile(
     re.IGNORECASE,
 )
 _STATES_AMOUNT = re.compile(
-    r"(?<![A-Za-z_\d])\d|所有|全部|无限|不限|任意|\b(?:all|every|any|unlimited|none|no\s+limit|zero|one|two|three|four|five|six|"
-    r"seven|eight|nine|ten|hundred|thousand)\b",
+    r"(?<![A-Za-z_\d])\d|所有|全部|无限|不限|任意|[几数][十百千万]?(?:[个张种次天年月项台块位条步层倍秒分]|小时|分钟|周)"
+    r"|\b(?:all|every|any|unlimited|none|no\s+limit|zero|one|two|three|four|five|six|"
+    r"seven|eight|nine|ten|dozens?|hundreds?|thousands?|millions?|billions?|few|several|couple)\b"
+    # "an hour", "a minute": an amount of one
+    r"|\ban?\s+(?:second|minute|hour|day|week|month|year|gigabyte|megabyte)\b",
     re.IGNORECASE,
 )
 

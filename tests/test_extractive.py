@@ -102,6 +102,11 @@ def test_what_counts_as_asking_for_an_amount_and_stating_one():
     assert states_what_is_asked("显存占用能减少多少？", said("减少 2/3 以上。"))
     assert not states_what_is_asked("How long does the download take?", said("Version 2 of the image."))
     assert states_what_is_asked("How long does the download take?", said("Around 3 minutes."))
+    # An approximate amount is an amount ("a few minutes" had turned a right answer into a refusal).
+    assert states_what_is_asked("How long does the migration take?", said("It can take a few minutes."))
+    assert states_what_is_asked("How long does the migration take?", said("It takes about an hour."))
+    assert states_what_is_asked("迁移需要多久？", said("首次启动时需要几分钟。"))
+    assert states_what_is_asked("How many replicas can run?", said("Several replicas can share one cache."))
     assert states_what_is_asked("How long can the context be?", said("Up to 8192 tokens."))  # a length, not a time
     assert not states_what_is_asked("How much money did it cost to train?", said("Models of 7B - 1T+ parameters."))
     assert states_what_is_asked("How much did the training run cost?", said("About $4.6M."))
