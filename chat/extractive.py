@@ -22,6 +22,7 @@ from kb.bm25 import BM25Index
 from kb.chunk import PAGE_BREAK
 from kb.markup import (
     FENCE_RE,
+    GRID_BORDER_RE,
     HTML_ROW_RE,
     HTML_TABLE_OPEN_RE,
     LIST_ITEM_RE,
@@ -564,6 +565,8 @@ def table_header(passage: Passage, row: Span) -> str | None:
         lines.pop()  # the indentation in front of the row itself
     top, reaches_chunk_start = None, True
     for line in reversed(lines):
+        if GRID_BORDER_RE.match(line):
+            continue  # a grid table's border between its rows
         if not line.strip().startswith("|"):
             reaches_chunk_start = False
             break

@@ -80,6 +80,11 @@ _BLANKS_RE = re.compile(r"[ \t]+\n")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 
 
+# A grid table's border line (reStructuredText, some Markdown): "+-----+-----+", "+=====+=====+" under
+# its header. Like the |---| row, it is markup between rows.
+GRID_BORDER_RE = re.compile(r"^[ \t]*\+(?:[-=]+\+)+[ \t]*$", re.MULTILINE)
+
+
 def table_separator(*, first_dashes: int = 1, whole_row: bool = True) -> re.Pattern[str]:
     """The row under a Markdown table's header (``|---|:--:|``): the one definition of it.
 
@@ -127,6 +132,7 @@ _CLEANING: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
     (re.compile(r"^[ \t]*(?:`{3,}|~{3,})[^\n]*$", re.MULTILINE), ""),  # code fence lines
     # Three dashes at least: a "--" line in prose is text, a "---" rule is noise like the separator.
     (table_separator(first_dashes=3), ""),
+    (GRID_BORDER_RE, ""),
     (re.compile(r"^[ \t]*(?:>[ \t]?)+", re.MULTILINE), ""),  # quote markers
     (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.MULTILINE), ""),  # heading marks (the heading stays)
     (re.compile(r"\*\*|__|`"), ""),  # emphasis and code marks

@@ -124,7 +124,7 @@ def split_sentences(text: str) -> list[Span]:
         if markup.opens_rst_code(line) and not fence:
             item = markup.LIST_ITEM_RE.match(line)  # in a list item the block ends back at the item's text
             literal = item.end() if item else _indent(line)
-        if not stripped or _TABLE_SEPARATOR.match(stripped):
+        if not stripped or _TABLE_SEPARATOR.match(stripped) or markup.GRID_BORDER_RE.match(stripped):
             continue
         offset = line_start + line.index(stripped)
         first_row = _html_row_in(line, offset - line_start, html_rows, line_start)
@@ -256,7 +256,7 @@ def _code_spans(line: str, line_start: int) -> list[Span]:
     """The spans of one line of a code block: split as any other line (the stored sentence vectors are
     numbered by these spans), but a comment or a pipe is one span, as a heading or a row was."""
     stripped = line.strip()
-    if not stripped or _TABLE_SEPARATOR.match(stripped):
+    if not stripped or _TABLE_SEPARATOR.match(stripped) or markup.GRID_BORDER_RE.match(stripped):
         return []
     offset = line_start + line.index(stripped)
     if stripped.startswith(("#", "|")) or markup.DETAILS_SUMMARY_RE.match(stripped):

@@ -193,6 +193,20 @@ def test_a_faq_written_as_question_and_answer_lines_answers_with_the_right_pair(
     assert [compose(select(question, [passage], bm25)) for question in asked] == expected
 
 
+def test_a_grid_table_row_is_answered_with_its_column_names():
+    """A reStructuredText grid table: its "+---+" borders are markup between rows, so a row is no header
+    and is read with the real one (before, every row after a border counted as a header: no answer)."""
+    from chat.extractive import compose, select
+    from kb.markup import clean_markup
+
+    text = ("+------+------+----------+\n| 算法 | 位宽 | 显存节省 |\n+======+======+==========+\n"
+            "| GPTQ | 4/8  | 约 60%   |\n+------+------+----------+\n| AWQ  | 4    | 约 70%   |\n"
+            "+------+------+----------+\n")
+    passage, bm25 = _one_passage(text, "模型量化 > 支持的位宽")
+    assert compose(select("AWQ 能节省多少显存？", [passage], bm25)).startswith("AWQ — 位宽：4，显存节省：约 70% [1]")
+    assert "+--" not in clean_markup(text) and "+==" not in clean_markup(text)
+
+
 def test_an_answer_quoting_inline_code_keeps_its_citation():
     """``pip install -e .`` ends in a dot. Shown without its backticks, that dot read as a sentence end
     when the answer was checked; what stood after it ('解决。') was too short to be a claim, and the answer
