@@ -27,6 +27,7 @@ from kb.markup import (
     HTML_TABLE_OPEN_RE,
     LIST_ITEM_RE,
     clean_markup,
+    directive_option_at,
     html_cells,
     markup_only,
     opens_rst_code,
@@ -471,12 +472,13 @@ def _says_nothing(text: str) -> bool:
 
 def _on_markup_line(text: str, span: Span) -> bool:
     """Whether ``span`` stands on a line of markup only: "code-block:: bash" of ".. code-block:: bash",
-    "TIP]" of "> [!TIP]", "warning" of "!!! warning" (kb.markup.markup_only). Code is code, never markup."""
+    "TIP]" of "> [!TIP]", "warning" of "!!! warning" (kb.markup.markup_only), or a directive's option line
+    (":header-rows: 1"). Code is code, never markup."""
     if span.in_code:
         return False
     line_start = text.rfind("\n", 0, span.start) + 1
     line_end = text.find("\n", span.end)
-    return markup_only(text[line_start : line_end if line_end >= 0 else len(text)])
+    return markup_only(text[line_start : line_end if line_end >= 0 else len(text)]) or directive_option_at(text, line_start)
 
 
 def _asks(text: str) -> bool:
@@ -537,8 +539,12 @@ def display_text(passage: Passage, span: Span) -> str:
         header = table_header(passage, span)
         if header or _is_html_row(span.text):  # an HTML row without its header is still shown as its cells
             return spell_out_row(header or "", span.text)
-    text = span.text if span.in_code else without_admonition_marker(span.text)
+    text = span.text if span.in_code else _LITERAL_MARKER.sub(":", without_admonition_marker(span.text))
     return _LINE_BREAK.sub(_unwrapped, _MARKUP.sub("", text).strip())
+
+
+# reStructuredText shows "Run this::" (which opens a literal block) as "Run this:".
+_LITERAL_MARKER = re.compile(r"(?<=[^\s:])::\s*$")
 
 
 # A sentence wrapped over lines (kb.sentences joins them) is shown as one line: the break and the next

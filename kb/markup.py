@@ -221,6 +221,27 @@ def without_admonition_marker(sentence: str) -> str:
     return _ADMONITION_MARKER_RE.sub("", sentence, count=1)
 
 
+_RST_OPTION_RE = re.compile(r"^[ \t]+:[\w-]+:(?:[ \t][^\n]*)?$")  # "   :header-rows: 1" under a directive
+
+
+def directive_option_at(text: str, line_start: int) -> bool:
+    """Whether the line of ``text`` starting at ``line_start`` is an option of the reStructuredText directive
+    above it (".. list-table:: Title" then "   :header-rows: 1"): markup, as the directive line is."""
+    if not _RST_OPTION_RE.match(_line_at(text, line_start)):
+        return False
+    while line_start > 0:
+        line_start = text.rfind("\n", 0, line_start - 1) + 1
+        line = _line_at(text, line_start)
+        if not _RST_OPTION_RE.match(line):
+            return bool(_RST_DIRECTIVE_RE.match(line))
+    return False
+
+
+def _line_at(text: str, line_start: int) -> str:
+    line_end = text.find("\n", line_start)
+    return text[line_start : line_end if line_end >= 0 else len(text)]
+
+
 def markup_only(line: str) -> bool:
     """Whether ``line`` is nothing but markup (an admonition's marker, a directive, a fence): cleaned, no
     word of it is left."""

@@ -460,11 +460,13 @@ def test_admonition_markers_are_never_quoted():
 
     text = ("> [!TIP]\n> Use int8 to halve memory on CPUs.\n\n!!! warning\n    Numbers differ on other machines.\n\n"
             ".. note::\n\n   Restart the server after a change.\n\n"
-            ".. warning:: Never enable debug mode in production.\n")
+            ".. warning:: Never enable debug mode in production.\n\n.. figure:: arch.png\n   :width: 80%\n\n"
+            "Run the server with::\n\n    fastserve run\n")
     passage = Passage(id="a", text=text, doc="a.md", section="Notes", start=0, end=len(text), score=1.0)
     shown = [display_text(passage, span) for span in candidates(passage)]
     assert shown == ["Use int8 to halve memory on CPUs.", "Numbers differ on other machines.",
-                     "Restart the server after a change.", "Never enable debug mode in production."]
+                     "Restart the server after a change.", "Never enable debug mode in production.",
+                     "Run the server with:", "fastserve run"]  # a directive's options are markup too
 
 
 def test_an_html_table_row_is_answered_with_its_column_names(tmp_path):
