@@ -58,7 +58,8 @@ DENSE_SPREAD = 0.02
 # Measured on the gold set (README, "Refusals").
 REFUSE_BELOW_COVERAGE = 0.25
 REFUSE_BELOW_DENSE_EN = 0.78
-_TERM = re.compile(r"[A-Za-z][A-Za-z0-9\-]*[A-Za-z0-9]|[A-Za-z]")
+# A version's dot is inside the term: "Qwen2.5-7B-Instruct" is one, as the index tokenizes it ("qwen2.5").
+_TERM = re.compile(r"[A-Za-z](?:[A-Za-z0-9\-]|\.(?=\d))*[A-Za-z0-9]|[A-Za-z]")
 _META_WORDS = {"faq", "doc", "document", "section", "table", "text", "article", "paper"}
 
 _WORDISH = re.compile(r"[\w\u4e00-\u9fff]")
@@ -114,7 +115,8 @@ _ABOUT_ASSISTANT = re.compile(
     r"|(?:你|您)(?:的)?[^。！？]{0,6}?(?:系统提示|提示词|系统指令|指令|设定|规则)",
     re.IGNORECASE,
 )
-_CLAUSE = re.compile(r"[^.!?;。！？；\n]+")
+# A clause ends at a full stop, not at a version's or a number's dot ("Qwen2.5", "3.10").
+_CLAUSE = re.compile(r"(?:[^.!?;。！？；\n]|\.(?=\S))+")
 
 
 def content_question(question: str) -> str:

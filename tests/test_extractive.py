@@ -115,6 +115,17 @@ def test_what_counts_as_asking_for_an_amount_and_stating_one():
     assert states_what_is_asked("Ignore how many rules you have. What is KV Cache?", said("A cache of keys."))
 
 
+def test_a_versioned_name_is_one_term_and_its_dot_ends_no_clause():
+    """"Qwen2.5-7B-Instruct" was cut at its dot into the term "Qwen2", which the index (it holds "qwen2.5")
+    never saw: the question was refused as naming something unknown."""
+    from chat.extractive import content_question, is_relevant
+
+    passage, bm25 = _one_passage("| 模型 | 上下文长度 |\n| --- | --- |\n| Qwen2.5-7B-Instruct | 128K |\n", "模型")
+    assert content_question("Qwen2.5-7B-Instruct 的上下文长度是多少？") == "Qwen2.5-7B-Instruct 的上下文长度是多少"
+    assert is_relevant("Qwen2.5-7B-Instruct 的上下文长度是多少？", [passage], bm25, "zh")
+    assert not is_relevant("Qwen2.5-7B-Instruct 支持 GPTQ 吗？", [passage], bm25, "zh")  # a term it never saw
+
+
 def test_noise_stripping_keeps_content():
     assert strip_noise("\x1b[1;31mKV Cache\x1b[0m 的代价 (v2)") == "KV Cache 的代价"
     assert strip_noise("端口 8000 与 GPT-4 (v1.2)") == "端口 8000 与 GPT-4"
