@@ -23,13 +23,13 @@ from kb.chunk import PAGE_BREAK
 from kb.markup import (
     FENCE_RE,
     GRID_BORDER_RE,
+    GRID_HEADER_BORDER_RE,
     HTML_ROW_RE,
     HTML_TABLE_OPEN_RE,
     LIST_ITEM_RE,
     clean_markup,
-    directive_option_at,
     html_cells,
-    markup_only,
+    markup_lines,
     opens_rst_code,
     without_admonition_marker,
 )
@@ -116,7 +116,7 @@ _ABOUT_ASSISTANT = re.compile(
     re.IGNORECASE,
 )
 # A clause ends at a full stop, not at a version's or a number's dot ("Qwen2.5", "3.10").
-_CLAUSE = re.compile(r"(?:[^.!?;。！？；\n]|\.(?=\S))+")
+_CLAUSE = re.compile(r"(?:[^.!?;。！？；\n]|(?<=\w)\.(?=\d))+")
 
 
 def content_question(question: str) -> str:
@@ -194,11 +194,11 @@ _ASKS_AMOUNT = re.compile(
     re.IGNORECASE,
 )
 _STATES_AMOUNT = re.compile(
-    r"(?<![A-Za-z_\d])\d|所有|全部|无限|不限|任意|[几数][十百千万]?(?:[个张种次天年月项台块位条步层倍秒分]|小时|分钟|周)"
+    r"(?<![A-Za-z_\d])\d|所有|全部|无限|不限|任意|几[十百千万]?(?:[个张种次天年月项台块位条步层倍秒分]|小时|分钟|周)"
     r"|\b(?:all|every|any|unlimited|none|no\s+limit|zero|one|two|three|four|five|six|"
     r"seven|eight|nine|ten|dozens?|hundreds?|thousands?|millions?|billions?|few|several|couple)\b"
     # "an hour", "a minute": an amount of one
-    r"|\ban?\s+(?:second|minute|hour|day|week|month|year|gigabyte|megabyte)\b",
+    r"|\ban?\s+(?:minute|hour|day|week|month|year|gigabyte|megabyte)\b",  # not "a second", an ordinal too
     re.IGNORECASE,
 )
 
@@ -424,12 +424,17 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], 
 def candidates(passage: Passage) -> list[Span]:
     """Sentences and table rows that state something: not headings, not a table's header row."""
     spans = split_sentences(passage.text)
+    markup = markup_lines(passage.text)
     out = []
     for i, span in enumerate(spans):
         # A line ending in a colon is quotable too: "For reproducible outputs, set seed to a number:" can be
         # the answer, and a label that wins is continued with what it introduces (labels count as no
         # statement against the answer's bounds; dev tune evidence +2, seed tune +2).
-        if span.is_heading or _says_nothing(span.text) or _on_markup_line(passage.text, span):
+        if span.is_heading or _says_nothing(span.text):
+            continue
+        # A line of markup only: "code-block:: bash" of ".. code-block:: bash", "TIP]" of "> [!TIP]", a
+        # directive's ":header-rows: 1" (kb.markup.markup_lines). Code is code, never markup.
+        if not (span.in_code or span.is_table_row) and passage.text.rfind("\n", 0, span.start) + 1 in markup:
             continue
         if span.is_table_row and (i == 0 or not spans[i - 1].is_table_row) and not _starts_after_context(passage, span):
             continue  # the header row: column names, no facts
@@ -457,7 +462,7 @@ def local_headings(passage: Passage) -> dict[int, Span]:
     for span in split_sentences(passage.text):
         if span.is_heading:
             heading = span
-        elif _asks(span.text) and not span.is_table_row:
+        elif _asks(span.text) and not span.is_table_row and not span.in_code:
             heading = out[span.start] = span
         elif heading is not None:
             out[span.start] = heading
@@ -470,17 +475,6 @@ def _says_nothing(text: str) -> bool:
     if stripped.startswith(("```", "~~~")):
         return True
     return len(_WORDISH.findall(_HTML_TAG.sub(" ", stripped))) < 2
-
-
-def _on_markup_line(text: str, span: Span) -> bool:
-    """Whether ``span`` stands on a line of markup only: "code-block:: bash" of ".. code-block:: bash",
-    "TIP]" of "> [!TIP]", "warning" of "!!! warning" (kb.markup.markup_only), or a directive's option line
-    (":header-rows: 1"). Code is code, never markup."""
-    if span.in_code:
-        return False
-    line_start = text.rfind("\n", 0, span.start) + 1
-    line_end = text.find("\n", span.end)
-    return markup_only(text[line_start : line_end if line_end >= 0 else len(text)]) or directive_option_at(text, line_start)
 
 
 def _asks(text: str) -> bool:
@@ -572,13 +566,20 @@ def table_header(passage: Passage, row: Span) -> str | None:
     if lines and not lines[-1].strip():
         lines.pop()  # the indentation in front of the row itself
     top, reaches_chunk_start = None, True
+    grid, under_header_border = False, False
     for line in reversed(lines):
         if GRID_BORDER_RE.match(line):
-            continue  # a grid table's border between its rows
+            grid = True  # a grid table's border between its rows; "+===+" stands under its header
+            under_header_border = bool(GRID_HEADER_BORDER_RE.match(line))
+            continue
         if not line.strip().startswith("|"):
             reaches_chunk_start = False
             break
+        if under_header_border:
+            return line.strip()
         top = line.strip()
+    if grid:
+        return None  # a grid table whose header is not in this passage: its first row here is data
     if reaches_chunk_start and passage.context:
         context_rows = [ln.strip() for ln in passage.context.splitlines() if ln.strip().startswith("|")]
         top = context_rows[0] if context_rows else top

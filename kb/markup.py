@@ -67,7 +67,8 @@ _GITHUB_ALERT_RE = re.compile(r"^([ \t]*>[ \t]*)\[!(?:NOTE|TIP|IMPORTANT|WARNING
 _RST_DIRECTIVE_RE = re.compile(r"^[ \t]*\.\.[ \t]+[\w:-]+::[^\n]*$", re.MULTILINE)
 # An admonition's text may start on its directive's line (".. warning:: Never enable debug mode in
 # production"): the marker goes, that text stays.
-_ADMONITIONS = r"(?:admonition|attention|caution|danger|error|hint|important|note|seealso|tip|todo|warning)::"
+_ADMONITIONS = (r"(?:admonition|attention|caution|danger|error|hint|important|note|seealso|tip|todo|warning"
+                r"|deprecated|versionadded|versionchanged|rubric)::")
 _RST_ADMONITION_RE = re.compile(rf"^([ \t]*)\.\.[ \t]+{_ADMONITIONS}[ \t]*", re.MULTILINE | re.IGNORECASE)
 _ADMONITION_MARKER_RE = re.compile(rf"^(?:\.\.[ \t]+)?{_ADMONITIONS}[ \t]*", re.IGNORECASE)
 _RST_ROLE_RE = re.compile(r":[\w:-]+:`([^`\n]*)`")
@@ -82,7 +83,8 @@ _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 
 # A grid table's border line (reStructuredText, some Markdown): "+-----+-----+", "+=====+=====+" under
 # its header. Like the |---| row, it is markup between rows.
-GRID_BORDER_RE = re.compile(r"^[ \t]*\+(?:[-=]+\+)+[ \t]*$", re.MULTILINE)
+GRID_BORDER_RE = re.compile(r"^[ \t]*\+(?::?[-=]+:?\+)+[ \t]*$", re.MULTILINE)
+GRID_HEADER_BORDER_RE = re.compile(r"^[ \t]*\+(?::?=+:?\+)+[ \t]*$")  # the border under a grid table's header
 
 
 def table_separator(*, first_dashes: int = 1, whole_row: bool = True) -> re.Pattern[str]:
@@ -187,16 +189,16 @@ def is_alert_marker(line: str) -> bool:
     return bool(_GITHUB_ALERT_RE.match(line.strip()))
 
 
-# A line that is only bold text, "**Parameters**" or "__注意事项__": an API reference's or a README's
-# sub-heading. One that ends like a sentence or a label ("**优点：**", "**Q: Why?**") is text.
-_BOLD_TITLE_RE = re.compile(r"^[ \t]*(\*\*|__)(?P<title>[^*_\n]{1,60}?)\1[ \t]*$")
-_SENTENCE_OR_LABEL_END = tuple("。.？?！!；;：:，,")
+# A line that is only a short bold label, "**Parameters**", "**See also**" or "__注意事项__": an API
+# reference's or a README's sub-heading. A longer one, or one with a number, may state a fact ("**默认端口为
+# 8080**", "**This project is no longer maintained**"); one ending like a sentence or a label ("**优点：**",
+# "**Q: Why?**") is text.
+_BOLD_TITLE_RE = re.compile(r"^[ \t]*(\*\*|__)(?P<title>(?:[A-Za-z]+(?: [A-Za-z]+){0,2}|[\u4e00-\u9fff]{1,6}))\1[ \t]*$")
 
 
 def is_bold_title(line: str) -> bool:
     """Whether ``line`` is a bold-only sub-heading (see ``_BOLD_TITLE_RE``)."""
-    match = _BOLD_TITLE_RE.match(line)
-    return bool(match) and not match.group("title").rstrip().endswith(_SENTENCE_OR_LABEL_END)
+    return bool(_BOLD_TITLE_RE.match(line))
 
 
 def details_title(line: str) -> str | None:
@@ -224,22 +226,22 @@ def without_admonition_marker(sentence: str) -> str:
 _RST_OPTION_RE = re.compile(r"^[ \t]+:[\w-]+:(?:[ \t][^\n]*)?$")  # "   :header-rows: 1" under a directive
 
 
-def directive_option_at(text: str, line_start: int) -> bool:
-    """Whether the line of ``text`` starting at ``line_start`` is an option of the reStructuredText directive
-    above it (".. list-table:: Title" then "   :header-rows: 1"): markup, as the directive line is."""
-    if not _RST_OPTION_RE.match(_line_at(text, line_start)):
-        return False
-    while line_start > 0:
-        line_start = text.rfind("\n", 0, line_start - 1) + 1
-        line = _line_at(text, line_start)
-        if not _RST_OPTION_RE.match(line):
-            return bool(_RST_DIRECTIVE_RE.match(line))
-    return False
-
-
-def _line_at(text: str, line_start: int) -> str:
-    line_end = text.find("\n", line_start)
-    return text[line_start : line_end if line_end >= 0 else len(text)]
+def markup_lines(text: str) -> set[int]:
+    """Where the lines of ``text`` that are only markup start: lines that ``markup_only`` finds empty, and
+    the option lines of a reStructuredText directive (".. list-table:: Title" then "   :header-rows: 1").
+    One pass over the text, each line cleaned once."""
+    found: set[int] = set()
+    start, in_options = 0, False
+    for line in text.splitlines(keepends=True):
+        bare = line.rstrip("\r\n")
+        if in_options and _RST_OPTION_RE.match(bare):
+            found.add(start)
+        else:
+            in_options = bool(_RST_DIRECTIVE_RE.match(bare))
+            if markup_only(bare):
+                found.add(start)
+        start += len(line)
+    return found
 
 
 def markup_only(line: str) -> bool:
