@@ -259,7 +259,7 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
     for rank, passage, spans, headings in quotable:
         groups = words.for_passage(passage)
         for span in spans:
-            if _asks(span.text) and not span.is_table_row:
+            if _asks(span):
                 continue  # quotable as the lead-in of its answer, never the answer itself
             # A table row is read with its header: the column names carry half its meaning.
             header = filled_columns(table_header(passage, span) or "", span.text) if span.is_table_row else ""
@@ -462,7 +462,7 @@ def local_headings(passage: Passage) -> dict[int, Span]:
     for span in split_sentences(passage.text):
         if span.is_heading:
             heading = span
-        elif _asks(span.text) and not span.is_table_row and not span.in_code:
+        elif _asks(span) and not span.in_code:
             heading = out[span.start] = span
         elif heading is not None:
             out[span.start] = heading
@@ -477,9 +477,12 @@ def _says_nothing(text: str) -> bool:
     return len(_WORDISH.findall(_HTML_TAG.sub(" ", stripped))) < 2
 
 
-def _asks(text: str) -> bool:
-    """A question ("问题1：为什么没有做词表扩充？"): it repeats what is asked and answers nothing."""
-    return _MARKUP.sub("", text).strip().rstrip("*_`'\"”’)）").endswith(("?", "？"))
+def _asks(span: Span) -> bool:
+    """A question ("问题1：为什么没有做词表扩充？"): it repeats what is asked and answers nothing. A table row is
+    no question, whatever its last cell says."""
+    if span.is_table_row:
+        return False
+    return _MARKUP.sub("", span.text).strip().rstrip("*_`'\"”’)）").endswith(("?", "？"))
 
 
 def _is_label(text: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 # Tags real READMEs use for layout; a closed list, so that ``List<String>`` or ``<think>`` in
 # prose or code stays text.
@@ -226,10 +227,12 @@ def without_admonition_marker(sentence: str) -> str:
 _RST_OPTION_RE = re.compile(r"^[ \t]+:[\w-]+:(?:[ \t][^\n]*)?$")  # "   :header-rows: 1" under a directive
 
 
-def markup_lines(text: str) -> set[int]:
+@lru_cache(maxsize=1024)
+def markup_lines(text: str) -> frozenset[int]:
     """Where the lines of ``text`` that are only markup start: lines that ``markup_only`` finds empty, and
     the option lines of a reStructuredText directive (".. list-table:: Title" then "   :header-rows: 1").
-    One pass over the text, each line cleaned once."""
+    One pass over the text, each line cleaned once; cached, as an answer reads each passage's
+    candidates several times (the reorder, the scorer, the choice)."""
     found: set[int] = set()
     start, in_options = 0, False
     for line in text.splitlines(keepends=True):
@@ -241,7 +244,7 @@ def markup_lines(text: str) -> set[int]:
             if markup_only(bare):
                 found.add(start)
         start += len(line)
-    return found
+    return frozenset(found)
 
 
 def markup_only(line: str) -> bool:

@@ -76,6 +76,11 @@ _WORD_BEFORE_DOT = re.compile(r"(?:[A-Za-z]+(?:\.[A-Za-z]+)*|[0-9]+)$")
 _TABLE_SEPARATOR = table_separator(first_dashes=2)
 
 
+def _between_rows(stripped: str) -> bool:
+    """A table's markup line between its rows: the |---| separator or a grid table's +---+ border."""
+    return bool(_TABLE_SEPARATOR.match(stripped) or markup.GRID_BORDER_RE.match(stripped))
+
+
 _URL = re.compile(r"https?://[^\s<>()\[\]（）【】，。！？；]+")
 
 
@@ -124,7 +129,7 @@ def split_sentences(text: str) -> list[Span]:
         if markup.opens_rst_code(line) and not fence:
             item = markup.LIST_ITEM_RE.match(line)  # in a list item the block ends back at the item's text
             literal = item.end() if item else _indent(line)
-        if not stripped or _TABLE_SEPARATOR.match(stripped) or markup.GRID_BORDER_RE.match(stripped):
+        if not stripped or _between_rows(stripped):
             continue
         offset = line_start + line.index(stripped)
         first_row = _html_row_in(line, offset - line_start, html_rows, line_start)
@@ -256,7 +261,7 @@ def _code_spans(line: str, line_start: int) -> list[Span]:
     """The spans of one line of a code block: split as any other line (the stored sentence vectors are
     numbered by these spans), but a comment or a pipe is one span, as a heading or a row was."""
     stripped = line.strip()
-    if not stripped or _TABLE_SEPARATOR.match(stripped) or markup.GRID_BORDER_RE.match(stripped):
+    if not stripped or _between_rows(stripped):
         return []
     offset = line_start + line.index(stripped)
     if stripped.startswith(("#", "|")) or markup.DETAILS_SUMMARY_RE.match(stripped):

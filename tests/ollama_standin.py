@@ -98,10 +98,11 @@ class Fault:
 
     Modes: ``none``; ``error500`` (HTTP 500 with ``message``); ``slow_first_token`` (sleep ``delay`` s
     before the first byte); ``slow_stream`` (sleep ``delay`` s before each content line, so a client's
-    partial answer stays on screen long enough to be seen); ``cut_stream`` (``chunks`` content lines, then the connection is shut without
-    a ``done`` line; ``clean=True`` ends the HTTP body properly instead; a non-streamed request gets no
-    response at all); ``error_mid_stream`` (``chunks`` content lines, then ``{"error": message}`` the
-    way Ollama reports a runner crash); ``not_found`` (every model is unknown, /api/tags is empty).
+    partial answer stays on screen long enough to be seen); ``cut_stream`` (``chunks`` content lines, then
+    the connection is shut without a ``done`` line; ``clean=True`` ends the HTTP body properly instead; a
+    non-streamed request gets no response at all); ``error_mid_stream`` (``chunks`` content lines, then
+    ``{"error": message}`` the way Ollama reports a runner crash); ``not_found`` (every model is unknown,
+    /api/tags is empty).
     ``times``: how many requests the fault hits before it switches itself off (None: until changed).
     """
 
