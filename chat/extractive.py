@@ -14,12 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import takewhile
 
 from chat.glossary import english_word_groups
 from chat.passages import Passage
 from chat.retrieval import CROSS, DENSE
 from kb.bm25 import BM25Index
-from kb.chunk import PAGE_BREAK
+from kb.chunk import HEADING_SEPARATOR, PAGE_BREAK
 from kb.markup import (
     FENCE_RE,
     GRID_BORDER_RE,
@@ -45,6 +46,7 @@ RUN_ON_COVERAGE = 0.8
 PASSAGES_CONSIDERED = 3
 RANK_PRIOR = 0.15  # weight of 1/rank next to lexical coverage (0..1)
 MIN_COVERAGE = 0.2  # below this the lexical ranking is not trusted
+UNSEEN_WORD_WEIGHT = 0.1  # a question word in no chunk, next to IDF weights of about 1-6 (group_coverage)
 # The dense search's own sentence cosines (no extra embedding): a sentence within DENSE_SPREAD of the
 # closest one gets up to DENSE_SENTENCE_WEIGHT, next to lexical coverage (0..1). Chosen on the dev tune split.
 DENSE_SENTENCE_WEIGHT = 0.2
@@ -79,25 +81,39 @@ class Extract:
 def group_coverage(groups: Sequence[Sequence[str]], text: str, bm25: BM25Index) -> float:
     """IDF-weighted share of the question's words found in ``text``, each word a group of alternative
     tokens (a Chinese word's English senses, chat/glossary.py): any one found is the word found."""
-    # A word the index has never seen is the strongest sign the text is about something else; a sense
+    # A word the index has never seen weighs little: a technical term nobody wrote already refuses the
+    # question (unknown_terms), and a plain one is more often the question's own phrasing (a jieba cut, an
+    # inflection) than another topic. At full weight (the IDF of a term in no chunk) it refused 9 of 81
+    # answerable seed tune questions; for Latin-script words only, no refusal gained (2026-12-04). A sense
     # the index has never seen is only a sense nobody wrote, so a group weighs as its known tokens.
-    unseen = bm25.idf("\0never-seen\0")
     weights = []
     for group in groups:
         known = [bm25.idf(t) for t in group if t in bm25.vocab]
         if known:
-            weights.append(max(known) or 0.1)
+            weights.append(max(known) or UNSEEN_WORD_WEIGHT)
         else:
-            weights.append((unseen or 0.1) if len(group) == 1 else 0.0)
+            weights.append(UNSEEN_WORD_WEIGHT if len(group) == 1 else 0.0)
     total = sum(weights)
     if not total:
         return 0.0
-    # A Chinese token is found inside the text (jieba may cut the text otherwise); an English one may be a
-    # stem ("memori"), which is found among the text's own tokens.
+    # A Chinese token is found inside the text (jieba may cut the text otherwise); an English one among the
+    # text's own tokens, as a word or a stem ("memori"), or at the start of one (the stemmer cuts "embed" to
+    # "emb" but "embedding" to "embed"), never inside a longer word ("port" in "export", "kb" in "kbtool").
     haystack = normalize(text)
     words = set(tokenize(text))
     return sum(w for group, w in zip(groups, weights, strict=True)
-               if any(t in haystack or t in words for t in group)) / total
+               if any(_found(t, words, haystack) for t in group)) / total
+
+
+def _found(token: str, words: set[str], haystack: str) -> bool:
+    if token in words:
+        return True
+    if CJK_CHAR.search(token):
+        return token in haystack
+    return len(token) >= _MIN_PREFIX and any(word.startswith(token) for word in words)
+
+
+_MIN_PREFIX = 3  # shorter English tokens match only as whole words: "kb" starts "kbtool"
 
 
 # Questions addressed to the assistant itself ("ignore previous instructions", "print your system
@@ -175,13 +191,30 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
     # Over an English passage a Chinese question counts as covered by its words as written (its Latin
     # terms) or by their senses, whichever covers more.
     lexical = max(
-        (group_coverage(groups, f"{p.section}\n{p.display_text}", bm25)
+        (group_coverage(groups, f"{p.section}\n{p.context}\n{_without_unanswered_questions(p)}", bm25)
          for p in passages[:PASSAGES_CONSIDERED] for groups in (words.plain, words.for_passage(p))),
         default=0.0,
     )
     if lexical >= REFUSE_BELOW_COVERAGE:
         return True
     return language != "zh" and dense >= REFUSE_BELOW_DENSE_EN
+
+
+def _without_unanswered_questions(passage: Passage) -> str:
+    """``passage``'s text without the questions it asks and does not answer (an interview page's follow-up
+    questions, a README's list of its FAQ): such a line holds every word of the same question asked, and
+    says nothing about it. A question followed by its answer stays (an FAQ's "Q: …?" line)."""
+    headings = local_headings(passage)
+    spans = candidates(passage)
+    answered = {headings[s.start].start for s in spans if not _asks(s) and s.start in headings}
+    unanswered = [s for s in spans if _asks(s) and s.start not in answered]
+    if not unanswered:
+        return passage.text
+    text, end = [], 0
+    for span in unanswered:
+        text.append(passage.text[end : span.start])
+        end = span.end
+    return "".join([*text, passage.text[end:]])
 
 
 # Answer type. A question that asks for an amount (多少, 几个, how many, how long...) is answered by a
@@ -252,7 +285,9 @@ class Scored:
 
 def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[Scored]:
     """Every candidate sentence of ``passages``, scored for how well it answers ``question``."""
-    words = QuestionWords(content_question(question))
+    asked = content_question(question)
+    words = QuestionWords(asked)
+    wants_misconceptions = bool(_MISCONCEPTIONS.search(asked))
     quotable = [(rank, passage, candidates(passage), local_headings(passage)) for rank, passage in enumerate(passages, 1)]
     closest = max((sim for p in passages for sim in p.sentence_scores.values()), default=0.0)
     scored: list[Scored] = []
@@ -268,6 +303,8 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
             # sentence is as close to the question as its sub-heading is, if that is closer.
             heading = headings.get(span.start)
             heading_text = heading.text.lstrip("#").strip() if heading else ""
+            if not wants_misconceptions and _states_misconception(passage, heading):
+                continue  # a wrong belief, listed to be corrected: quoted, it would be stated as true
             lead = _item_lead(passage, span)
             lexical = group_coverage(groups, f"{passage.section}\n{heading_text}\n{header}\n{lead}\n{span.text}", bm25)
             found = [passage.sentence_scores[s.start] for s in (span, heading)
@@ -275,6 +312,23 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
             dense = _closeness(max(found) if found else None, closest)
             scored.append(Scored(lexical + RANK_PRIOR / rank + DENSE_SENTENCE_WEIGHT * dense, lexical, rank, span))
     return scored
+
+
+# A (sub-)heading that lists wrong beliefs: "### 常见误区", "## Common misconceptions", "Myths". Its sentences
+# state what is not so; they answer only a question about the misconceptions themselves. Narrow on purpose:
+# "常见错误" and "Pitfalls" sections list real errors and true advice.
+_MISCONCEPTIONS = re.compile(
+    r"误区|误解|错误(?:观点|认识|理解|说法|看法)|\b(?:myths?|misconceptions?|misunderstandings?)\b", re.IGNORECASE)
+
+
+def _states_misconception(passage: Passage, heading: Span | None) -> bool:
+    """Whether a sentence under ``heading`` in ``passage`` (its local sub-heading, else the section's last
+    heading) stands in a list of wrong beliefs."""
+    if heading is not None and heading.is_heading:
+        return bool(_MISCONCEPTIONS.search(heading.text))
+    if heading is not None:  # a question in the text heads it; the sub-heading above that question counts
+        return False
+    return bool(_MISCONCEPTIONS.search(passage.section.rsplit(HEADING_SEPARATOR, 1)[-1]))
 
 
 def _item_lead(passage: Passage, span: Span) -> str:
@@ -360,10 +414,16 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
     if max(item.lexical for item in scored) < MIN_COVERAGE:
         # No lexical signal (a question in another language): trust the retrieval order and read the
         # top passage from the sentence the dense search found closest in it, else from its start.
-        top = candidates(passages[0])
+        # As a lexical answer: never a question in the text or a listed wrong belief, within one sub-section.
+        headings = local_headings(passages[0])
+        wants_misconceptions = bool(_MISCONCEPTIONS.search(content_question(question)))
+        top = [s for s in candidates(passages[0]) if not _asks(s)
+               and (wants_misconceptions or not _states_misconception(passages[0], headings.get(s.start)))]
         near = passages[0].sentence_scores
         first = max(range(len(top)), key=lambda i: near.get(top[i].start, -1.0)) if top and near else 0
-        return _extracts(passages, [(1, u) for u in top[first : first + MAX_UNITS]])
+        chosen = list(takewhile(lambda u: headings.get(u.start) == headings.get(top[first].start),
+                                top[first : first + MAX_UNITS]))
+        return _extracts(passages, [(1, u) for u in chosen])
 
     passage = passages[best_rank - 1]
     quotable = candidates(passage)

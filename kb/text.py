@@ -26,6 +26,8 @@ QUESTION_WORDS = frozenset(
     what which who whom whose why how when where is are was were be been do does did the a an of to in on for
     and or as by with about from this that these those it its what's whats does please explain describe tell me
     document doc text say says said mention mentioned according can could should would will
+    may might must shall have has had having get gets got need needs want wants i me my we us our you your
+    they them their there here any some many much also just very
     """.split()
 )
 

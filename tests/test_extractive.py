@@ -590,3 +590,81 @@ def test_an_answer_runs_on_into_a_sentence_that_answers_as_well_as_its_best():
     chosen = [e.display for e in select("If an image name is given without a version, which version is used?",
                                         [passage], bm25)]
     assert chosen[-1] == "If no version is given, the name gets `stable`."
+
+
+INTERVIEW_PAGE = """## 问题3：LoRA 会让推理变慢吗？
+
+### 考察点
+参数高效微调的部署方式。
+
+### 参考答案
+推理前可以把低秩矩阵 BA 合并回原权重 W，合并后的模型与原模型结构相同，不引入额外延迟。
+
+### 常见误区
+- LoRA 会让推理变慢，因为多了一个旁路分支。
+- 秩 r 越大效果一定越好。
+
+### 延伸追问
+- AWQ 和 GPTQ 的核心区别是什么？
+- 多个 LoRA 适配器能否同时服务？
+"""
+
+
+def test_a_listed_wrong_belief_is_never_the_answer_unless_asked_for():
+    """An interview page lists wrong beliefs under "常见误区" to correct them. A yes/no question repeats the
+    belief's words, so before this rule its sentence scored highest and was quoted as the answer."""
+    from chat.extractive import select
+
+    # A chunk that merged the page's small question sections: its path is the page's, each sentence stands
+    # under its own sub-heading ("参考答案", "常见误区"), and only the wrong belief repeats the question.
+    passage, bm25 = _one_passage(INTERVIEW_PAGE, "面试题")
+    answer = " ".join(e.display for e in select("LoRA 会让推理变慢吗？", [passage], bm25))
+    assert "合并回原权重" in answer and "旁路分支" not in answer and "越好" not in answer
+    asked = " ".join(e.display for e in select("关于 LoRA 推理速度有哪些常见误区？", [passage], bm25))
+    assert "旁路分支" in asked  # the misconceptions themselves, asked for
+    # The same heading in English, and a chunk that is the misconceptions sub-section alone.
+    english = ("## Does LoRA slow down inference?\n\n### Answer\nThe low-rank update can be merged into the base "
+               "weights, so LoRA inference runs at the original speed.\n\n### Common misconceptions\n"
+               "- LoRA slows down inference because of its extra branch.\n")
+    passage, bm25 = _one_passage(english, "Interview")
+    answer = " ".join(e.display for e in select("Does LoRA slow down inference?", [passage], bm25))
+    assert "merged" in answer and "extra branch" not in answer
+    alone = "- LoRA 会让推理变慢，因为多了一个旁路分支。\n- 秩 r 越大效果一定越好。\n"
+    passage, bm25 = _one_passage(alone, "面试题 > 问题3：LoRA 会让推理变慢吗？ > 常见误区")
+    assert "旁路分支" not in " ".join(e.display for e in select("LoRA 会让推理变慢吗？", [passage], bm25))
+
+
+def test_a_question_the_text_asks_and_does_not_answer_is_no_sign_it_answers_it():
+    """A follow-up question ("延伸追问") holds every word of the same question asked, and the page never
+    answers it: it must not keep the refusal rule from refusing. A question followed by its answer still
+    counts (an FAQ's "Q: …?" line over a terse "A: 8080.")."""
+    from chat.extractive import is_relevant
+
+    passage, bm25 = _one_passage(INTERVIEW_PAGE, "面试题 > 问题3：LoRA 会让推理变慢吗？",
+                                 other="量化 模型 部署 推理 服务 显存 区别 核心")
+    assert not is_relevant("AWQ 和 GPTQ 的核心区别是什么？", [passage], bm25, "zh")
+    assert is_relevant("LoRA 会让推理变慢吗？", [passage], bm25, "zh")
+    faq = "## FAQ\n\nQ: Which port does the server listen on by default?\nA: 8080.\n"
+    passage, bm25 = _one_passage(faq, "FAQ", other="unrelated words about serving models")
+    assert is_relevant("Which port does the server listen on by default?", [passage], bm25, "en")
+
+
+def test_an_english_question_word_matches_a_word_or_its_start_never_inside_another():
+    """"port" is not found in "export" or "support", nor "kb" in "kbtool"; a stem still finds its word's
+    longer forms (the stemmer cuts "embed" to "emb" and "embedding" to "embed")."""
+    from chat.extractive import group_coverage
+
+    bm25 = BM25Index.build(["a", "b"], [tokenize("export support kbtool port"), tokenize("embedding kb")])
+    assert group_coverage([["port"]], "Export the model; support is limited.", bm25) == 0.0
+    assert group_coverage([["kb"]], "Run `kbtool query`.", bm25) == 0.0
+    assert group_coverage([["port"]], "The server listens on port 4000.", bm25) == 1.0
+    assert group_coverage([["emb"]], "Embedding models map text to vectors.", bm25) == 1.0
+    assert group_coverage([["嵌入"]], "文本嵌入模型", bm25) == 1.0  # a Chinese token inside the text
+
+
+def test_english_auxiliaries_and_pronouns_are_question_words():
+    """"Which roles can members have?" is about roles and members: "have" matched a heading "How many
+    members can a team have?" as strongly as "members" did."""
+    assert query_tokens("Which roles can members have?") == ["role", "member"]
+    assert query_tokens("What port does the preview server use?") == ["port", "preview", "server", "use"]
+    assert query_tokens("Do I need a GPU for my setup?") == ["gpu", "setup"]
