@@ -27,6 +27,7 @@ from kb.markup import (
     GRID_HEADER_BORDER_RE,
     HTML_ROW_RE,
     HTML_TABLE_OPEN_RE,
+    LAYOUT_TAG_RE,
     LIST_ITEM_RE,
     clean_markup,
     html_cells,
@@ -598,8 +599,21 @@ def display_text(passage: Passage, span: Span) -> str:
         header = table_header(passage, span)
         if header or _is_html_row(span.text):  # an HTML row without its header is still shown as its cells
             return spell_out_row(header or "", span.text)
-    text = span.text if span.in_code else _LITERAL_MARKER.sub(":", without_admonition_marker(span.text))
-    return _LINE_BREAK.sub(_unwrapped, _MARKUP.sub("", text).strip())
+    if span.in_code:
+        return _LINE_BREAK.sub(_unwrapped, _MARKUP.sub("", span.text).strip())
+    text = _LITERAL_MARKER.sub(":", without_admonition_marker(span.text))
+    text = _SHOWN_MARKUP.sub(_kept_code, _LINE_MARKERS.sub("", text))
+    return _LINE_BREAK.sub(_unwrapped, text.strip())
+
+
+# Outside inline code, bold marks and layout tags go from what a prose sentence shows ("<a href=…>申请</a>"
+# shows as "申请"); inside it they are code: "``base_delay * 2 ** (n - 1)``" keeps its "**".
+_LINE_MARKERS = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
+_SHOWN_MARKUP = re.compile(rf"(``[^`\n]*``|`[^`\n]*`)|\*\*|(<br\s*/?>)|{LAYOUT_TAG_RE.pattern}", re.IGNORECASE)
+
+
+def _kept_code(match: re.Match[str]) -> str:
+    return match.group(1) or (" " if match.group(2) else "")
 
 
 # reStructuredText shows "Run this::" (which opens a literal block) as "Run this:".

@@ -38,11 +38,23 @@ def html_to_markdown(html: str | bytes) -> str:
     for tag in soup.find_all(_CHROME):
         if not tag.find(list(_HEADINGS)):
             tag.decompose()
+    for tag in soup.find_all(attrs={"role": "navigation"}):
+        tag.decompose()
+    for tag in soup.find_all("aside"):
+        if _mostly_links(tag):  # a sidebar menu; an aside of prose is a callout, and content
+            tag.decompose()
     root = soup.body or soup
     try:
         return _joined(_html_blocks(root))
     except RecursionError:  # hundreds of nested <div>s: their text, without the outline
         return _inline_text(root.get_text("\n"))
+
+
+def _mostly_links(tag: Any) -> bool:
+    """Whether at least half of ``tag``'s text is the text of its links."""
+    text = len("".join(tag.get_text().split()))
+    linked = sum(len("".join(a.get_text().split())) for a in tag.find_all("a"))
+    return text == 0 or 2 * linked >= text
 
 
 def _html_blocks(node: Any, depth: int = 0) -> Iterator[str]:

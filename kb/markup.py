@@ -23,6 +23,7 @@ _HTML_TAGS = (
 ).split()
 _TAG_RE = re.compile(rf"</?(?:{'|'.join(_HTML_TAGS)})(?:\s[^<>]*)?/?>", re.IGNORECASE)
 _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
+LAYOUT_TAG_RE = _TAG_RE  # for what answers show: a quoted line's <a>, <b> or <br> is markup there too
 # Fenced code (CommonMark): a run of three or more backticks or tildes opens a block, and a line of only
 # that character, at least as long, closes it. The chunker keeps such blocks whole; the sentence splitter
 # reads their "#" lines as comments.
@@ -227,20 +228,33 @@ def without_admonition_marker(sentence: str) -> str:
 _RST_OPTION_RE = re.compile(r"^[ \t]+:[\w-]+:(?:[ \t][^\n]*)?$")  # "   :header-rows: 1" under a directive
 
 
+# Directives whose indented body is instructions to the builder, not text: a toctree's entries
+# ("configuration", "deployment"), an include's path, autodoc's names.
+_RST_MARKUP_BODY_RE = re.compile(
+    r"^([ \t]*)\.\.[ \t]+(?:toctree|contents|include|raw|meta|index|highlight|sectnum|tabularcolumns|only"
+    r"|currentmodule|module|auto\w+)::", re.IGNORECASE)
+
+
 @lru_cache(maxsize=1024)
 def markup_lines(text: str) -> frozenset[int]:
-    """Where the lines of ``text`` that are only markup start: lines that ``markup_only`` finds empty, and
-    the option lines of a reStructuredText directive (".. list-table:: Title" then "   :header-rows: 1").
-    One pass over the text, each line cleaned once; cached, as an answer reads each passage's
-    candidates several times (the reorder, the scorer, the choice)."""
+    """Where the lines of ``text`` that are only markup start: lines that ``markup_only`` finds empty, the
+    option lines of a reStructuredText directive (".. list-table:: Title" then "   :header-rows: 1"), and
+    the body of a directive that is no text (a toctree's entries). One pass over the text, each line
+    cleaned once; cached, as an answer reads each passage's candidates several times (the reorder, the
+    scorer, the choice)."""
     found: set[int] = set()
-    start, in_options = 0, False
+    start, in_options, body_indent = 0, False, None
     for line in text.splitlines(keepends=True):
         bare = line.rstrip("\r\n")
-        if in_options and _RST_OPTION_RE.match(bare):
+        indent = len(bare) - len(bare.lstrip())
+        if body_indent is not None and (not bare.strip() or indent > body_indent):
+            found.add(start)  # a toctree's option or entry, or a blank line inside its body
+        elif in_options and _RST_OPTION_RE.match(bare):
             found.add(start)
         else:
             in_options = bool(_RST_DIRECTIVE_RE.match(bare))
+            body = _RST_MARKUP_BODY_RE.match(bare)
+            body_indent = len(body.group(1).expandtabs()) if body else None
             if markup_only(bare):
                 found.add(start)
         start += len(line)

@@ -668,3 +668,17 @@ def test_english_auxiliaries_and_pronouns_are_question_words():
     assert query_tokens("Which roles can members have?") == ["role", "member"]
     assert query_tokens("What port does the preview server use?") == ["port", "preview", "server", "use"]
     assert query_tokens("Do I need a GPU for my setup?") == ["gpu", "setup"]
+
+
+def test_a_builder_directives_body_and_markup_inside_a_quote_are_never_shown():
+    """A toctree's entries were quoted as a statement ("configuration / deployment / changelog"); bold marks
+    were taken out of inline code ("``2 ** (n - 1)``" showed as "2  (n - 1)"), and a link's HTML was shown."""
+    from chat.extractive import candidates, display_text
+
+    text = (".. toctree::\n   :maxdepth: 2\n\n   configuration\n   deployment\n\nRetries wait "
+            "``base_delay * 2 ** (n - 1)`` seconds.\n\n商用请填写<a href=\"https://example.com/form\">申请问卷</a>。\n\n"
+            ".. note::\n\n   Keep the queue small.\n")
+    passage = Passage(id="a", text=text, doc="a.rst", section="Guide", start=0, end=len(text), score=1.0)
+    shown = [display_text(passage, span) for span in candidates(passage)]
+    assert shown == ["Retries wait ``base_delay * 2 ** (n - 1)`` seconds.", "商用请填写申请问卷。",
+                     "Keep the queue small."]

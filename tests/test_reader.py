@@ -191,3 +191,20 @@ def test_html_pages_keep_their_content_in_forms_article_headers_and_spanned_colu
     assert isinstance(doc, SourceDocument)
     assert doc.text.startswith("# Release notes\n\nFixed the lamp.") and "Site" not in doc.text
     assert "| Name | Name | Size |\n| --- | --- | --- |\n| Llama | 3 | 8B |" in doc.text
+
+
+def test_an_html_pages_sidebar_menu_goes_and_a_prose_aside_stays(tmp_path: Path) -> None:
+    """A documentation page's sidebar (an ``<aside>`` of links, or ``role="navigation"``) was read as its
+    first paragraph, and that list of endpoint names ranked for every question; a callout ``<aside>`` is
+    content."""
+    path = tmp_path / "api.html"
+    path.write_text(
+        "<body><aside class='sidebar'><ul><li><a href='#auth'>鉴权</a></li><li><a href='#chat'>对话补全</a></li>"
+        "<li><a href='#embed'>文本向量</a></li></ul></aside><div role='navigation'><a href='/'>首页</a> · "
+        "<a href='/docs'>文档中心</a></div><main><h1>接口参考</h1><p>所有接口均使用 HTTPS。</p>"
+        "<aside><p>注意：密钥只在创建时显示一次，请妥善保存。</p></aside></main></body>", encoding="utf-8")
+    doc = read(path)
+    assert isinstance(doc, SourceDocument)
+    assert doc.text.startswith("# 接口参考\n\n所有接口均使用 HTTPS。")
+    assert "密钥只在创建时显示一次" in doc.text
+    assert not any(menu in doc.text for menu in ("鉴权", "对话补全", "首页", "文档中心"))
