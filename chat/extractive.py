@@ -467,7 +467,10 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], 
     lead: list[Span] = []
     length = _said(s for _, s in chosen)
     for span in reversed([s for s in split_sentences(passage.text) if s.end <= first.start]):
-        if length >= MIN_ANSWER_CHARS or _units(passage, [*(s for _, s in chosen), *lead]) >= MAX_UNITS:
+        # A command continued over lines ("python -m server \") is quoted from its first line, however long.
+        continued = span.text.rstrip().endswith("\\") and _same_code_block(passage, span, lead[-1] if lead else first)
+        if ((length >= MIN_ANSWER_CHARS and not continued)
+                or _units(passage, [*(s for _, s in chosen), *lead]) >= MAX_UNITS):
             break
         if span.is_heading or headings.get(span.start) != headings.get(best.start):
             break

@@ -682,3 +682,18 @@ def test_a_builder_directives_body_and_markup_inside_a_quote_are_never_shown():
     shown = [display_text(passage, span) for span in candidates(passage)]
     assert shown == ["Retries wait ``base_delay * 2 ** (n - 1)`` seconds.", "商用请填写申请问卷。",
                      "Keep the queue small."]
+
+
+def test_a_command_continued_over_lines_is_quoted_from_its_first_line():
+    """The best line of a deployment command was its last ("--port 8000"); the lead-in stopped after
+    120 characters inside the command, and the answer began at "--model …" without the program to run."""
+    from chat.extractive import select
+
+    text = ("## 使用 vLLM 部署\n\n安装 vLLM 后，用下面的命令启动兼容 OpenAI 的服务：\n\n```bash\n"
+            "python -m vllm.entrypoints.openai.api_server \\\n    --model lingxi/lingxi-lm-7b-chat \\\n"
+            "    --served-model-name lingxi \\\n    --max-model-len 8192 \\\n    --tensor-parallel-size 2 \\\n"
+            "    --port 8000\n```\n")
+    passage, bm25 = _one_passage(text, "部署 > 使用 vLLM 部署")
+    passage.sentence_scores = {text.index("    --port"): 0.9}  # the line the dense search found closest
+    shown = [e.display for e in select("服务监听哪个端口？", [passage], bm25)]
+    assert shown[0].startswith("python -m vllm.entrypoints.openai.api_server") and shown[-1].endswith("--port 8000")
