@@ -36,7 +36,7 @@ from kb.markup import (
     without_admonition_marker,
 )
 from kb.sentences import Span, split_sentences, wraps_into
-from kb.text import CJK_CHAR, detect_language, normalize, query_tokens, strip_noise, tokenize
+from kb.text import CJK_CHAR, detect_language, full_versions, normalize, query_tokens, strip_noise, tokenize
 
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
@@ -167,15 +167,20 @@ def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
 
     In a Chinese question every Latin-script word is a term; in an English one only
     acronyms and CamelCase words are (ordinary English words are expected to be absent
-    from Chinese text). Noise (escapes, ticket numbers, version tags) is not a term.
+    from Chinese text). A version of three or more parts ("v2.3.1") is a term in both, and known only
+    as a whole: its pieces ("2.3", "1") are in every changelog. Noise (escapes, ticket numbers, version
+    tags) is not a term.
     """
     found = []
-    for word in _TERM.findall(strip_noise(question)):
+    asked = strip_noise(question)
+    for word in _TERM.findall(asked):
         is_term = language == "zh" or sum(c.isupper() for c in word) >= 2
         tokens = tokenize(word)
+        if full_versions(word):
+            continue  # judged whole, below
         if is_term and tokens and word.lower() not in _META_WORDS and not any(t in bm25.vocab for t in tokens):
             found.append(word)
-    return found
+    return found + [version for version in full_versions(asked) if version not in bm25.vocab]
 
 
 def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, language: str = "zh") -> bool:

@@ -71,7 +71,7 @@ def _segment(fragment: str) -> tuple[str, ...]:
 
 
 # Part of the name of every cached BM25 index: bump it whenever tokenize() changes the tokens it makes.
-TOKENIZER_VERSION = 2
+TOKENIZER_VERSION = 3
 # English words are stemmed ("codes", "checking", "retrievers" meet "code", "check", "retriever"; dev tune
 # hybrid hit@1 0.753 -> 0.785, seed tune equal). Shorter words are mostly acronyms (api, gpu, llm), and
 # words with digits are names (llama3, v2): both stay as they are.
@@ -87,14 +87,26 @@ def _stem(word: str) -> str:
 
 
 def tokenize(text: str) -> list[str]:
-    """Tokens for BM25: jieba search-mode words for Chinese, whole (stemmed) words for Latin script."""
+    """Tokens for BM25: jieba search-mode words for Chinese, whole (stemmed) words for Latin script, and
+    each version of three or more parts also whole (jieba cuts "2.3.1" into "2.3" and "1")."""
     tokens: list[str] = []
     for fragment in _TOKEN_RE.findall(normalize(text)):
         for token in _segment(fragment):
             token = token.strip(".")
             if token and _HAS_CONTENT.search(token):
                 tokens.append(_stem(token) if _STEMMABLE.fullmatch(token) else token)
+        if "." in fragment:
+            tokens.extend(full_versions(fragment))
     return tokens
+
+
+# A version of three or more parts ("v2.3.1", "9.0.0"), its "v" dropped: "v2.3.0" and "2.3.0" are one.
+_FULL_VERSION = re.compile(r"(?<![\d.])v?(\d+(?:\.\d+){2,})(?![\d.]*\d)", re.IGNORECASE)
+
+
+def full_versions(text: str) -> list[str]:
+    """The versions of three or more parts in ``text``, as tokenize() keeps them whole ("2.3.1")."""
+    return [m.group(1) for m in _FULL_VERSION.finditer(normalize(text))]
 
 
 # Noise that is not content: what terminals, trackers and editors add around a question. Dropped

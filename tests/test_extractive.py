@@ -697,3 +697,17 @@ def test_a_command_continued_over_lines_is_quoted_from_its_first_line():
     passage.sentence_scores = {text.index("    --port"): 0.9}  # the line the dense search found closest
     shown = [e.display for e in select("服务监听哪个端口？", [passage], bm25)]
     assert shown[0].startswith("python -m vllm.entrypoints.openai.api_server") and shown[-1].endswith("--port 8000")
+
+
+def test_a_version_the_documents_never_name_is_an_unknown_term():
+    """jieba cuts "v2.3.1" into "v2.3" and "1", which every changelog holds, so "v2.3.1 修复了哪些问题？" was
+    answered with v2.3.0's fixes. A version of three parts is known only as a whole, with or without its "v"."""
+    from chat.extractive import is_relevant
+
+    text = "## v2.3.0 (2024-05-10)\n\n### 修复\n\n- 修复中文文件名下载时乱码的问题\n\n## v2.2.1\n\n- 修复端口参数被忽略的问题\n"
+    passage, bm25 = _one_passage(text, "更新日志 > v2.3.0 (2024-05-10)", other="安装 部署 说明")
+    assert not is_relevant("v2.3.1 修复了哪些问题？", [passage], bm25, "zh")
+    assert not is_relevant("What was fixed in 2.3.1?", [passage], bm25, "en")
+    assert is_relevant("v2.3.0 修复了哪些问题？", [passage], bm25, "zh")
+    assert is_relevant("2.2.1 修复了哪些问题？", [passage], bm25, "zh")
+    assert tokenize("CANN 9.0.0") == ["cann", "9.0", "0", "9.0.0"]  # the pieces stay: "9.0" still finds it
