@@ -624,25 +624,32 @@ def _faq_question(lines: list[_Line], blocks: list[_Block], k: int) -> str | Non
 
 def _merge_tiny_sections(sections: list[_Section], lines: list[_Line], min_chars: int) -> list[_Section]:
     # A heading with (almost) nothing under it but its own sub-sections would be a near-empty
-    # chunk; it joins its first sub-section, whose path already contains its title.
+    # chunk; it joins its first sub-section, whose path already contains its title. A bare heading is
+    # never the end of what comes before it: a short intro stays a chunk of its own rather than take the
+    # next section's heading, whose text then started without it.
     merged: list[_Section] = []
     pending: _Section | None = None
     for section in sections:
         if pending is not None:
-            if _extends(section.blocks[0].path, pending.blocks[-1].path):
+            if (_extends(section.blocks[0].path, pending.blocks[-1].path)
+                    and not (_only_headings(section) and not _only_headings(pending))):
                 section = _Section(
                     section.path, pending.blocks + section.blocks, pending.title_lines | section.title_lines
                 )
             else:
                 merged.append(pending)
             pending = None
-        if _section_length(section, lines) < min_chars:
+        if _section_length(section, lines) < min_chars or _only_headings(section):
             pending = section
         else:
             merged.append(section)
     if pending is not None:
         merged.append(pending)
     return merged
+
+
+def _only_headings(section: _Section) -> bool:
+    return all(block.kind == "heading" for block in section.blocks)
 
 
 def _section_length(section: _Section, lines: list[_Line]) -> int:

@@ -667,3 +667,21 @@ def test_an_html_table_is_split_between_its_rows_with_its_header_in_context() ->
 def test_an_unclosed_html_table_ends_at_the_next_heading() -> None:
     text = "# A\n\n<table>\n<tr><td>x</td></tr>\n\n## B\n\nProse b.\n\n## C\n\nProse c.\n\n<table><tr><td>y</td></tr></table>\n"
     assert [c.section for c in chunk_markdown(text, "d.md", max_chars=40)] == ["A", "A > B", "A > C", "A > C"]
+
+
+def test_a_bare_heading_joins_what_it_heads_not_the_intro_before_it():
+    """A short intro followed by "## Install on Linux" and directly "### Requirements": the intro's chunk
+    ended with the heading (so the dev corpus's API reference had a chunk ending in "### Examples") and
+    the requirements chunk started without it."""
+    text = ("# Guide\n\nThis guide explains how to install and configure the tool on every platform we support "
+            "today.\n\n## Install on Linux\n\n### Requirements\n\nYou need Python 3.10 or newer, a C compiler and "
+            "about 2 GB of free disk space for the model files.\nInstall the system packages first with your "
+            "distribution's package manager before going on.\n\n### Steps\n\nRun the installer script, then open a "
+            "new shell so that the PATH change takes effect in it.\nCheck the installation with the version command, "
+            "which prints the installed version and exits.\n")
+    chunks = chunk_markdown(text, "g.md", max_chars=900, min_chars=120)
+    assert_well_formed(text, chunks, 900)
+    for chunk in chunks:
+        assert not chunk.text.rstrip().splitlines()[-1].startswith("#"), chunk.text
+    holder = next(c for c in chunks if "## Install on Linux" in c.text)
+    assert "### Requirements" in holder.text
