@@ -208,3 +208,61 @@ def test_an_html_pages_sidebar_menu_goes_and_a_prose_aside_stays(tmp_path: Path)
     assert doc.text.startswith("# 接口参考\n\n所有接口均使用 HTTPS。")
     assert "密钥只在创建时显示一次" in doc.text
     assert not any(menu in doc.text for menu in ("鉴权", "对话补全", "首页", "文档中心"))
+
+
+RST_TABLES = """任务队列
+========
+
+.. list-table:: 任务参数
+   :header-rows: 1
+   :widths: 20 10 10 60
+
+   * - 参数
+     - 类型
+     - 默认值
+     - 说明
+   * - ``priority``
+     - int
+     - 5
+     - 从 0（最低）到 9（最高），
+       数值越大越先执行。
+   * - ``timeout``
+     - int
+     - 300
+     - 超时秒数
+
+.. csv-table:: Limits
+   :header: "Plan", "Requests per minute"
+
+   Free, 60
+   "Team, annual", 600
+
+.. list-table:: Broken
+
+   * - a
+     - b
+   * - c
+
+After the tables.
+"""
+
+
+def test_rst_list_and_csv_tables_are_read_as_grid_tables(tmp_path: Path) -> None:
+    """A list-table's rows are nested bullets, which were read as one-word list items ("- int", "- 5": the
+    default dropped as saying nothing) without their column names; as a grid table each row is answered
+    with its header. A table whose rows do not line up is left as it was."""
+    from chat.extractive import compose, select
+    from tests.test_extractive import _one_passage
+
+    path = tmp_path / "queue.rst"
+    path.write_text(RST_TABLES, encoding="utf-8")
+    doc = read(path)
+    assert isinstance(doc, SourceDocument) and doc.format == "rst"
+    assert "任务参数\n\n+---" in doc.text and ".. list-table:: 任务参数" not in doc.text
+    assert "| ``priority`` | int  | 5      | 从 0（最低）到 9（最高），数值越大越先执行。 |" in doc.text
+    assert "+======" in doc.text and "| Team, annual | 600                 |" in doc.text
+    assert ".. list-table:: Broken\n\n   * - a\n     - b\n   * - c\n\nAfter the tables." in doc.text
+    chunk = next(c for c in chunk_text(doc.text, doc.name, doc.format) if "priority" in c.text)
+    passage, bm25 = _one_passage(chunk.text, chunk.section)
+    assert compose(select("priority 的默认值是多少？", [passage], bm25)).startswith(
+        "``priority`` — 类型：int，默认值：5")
