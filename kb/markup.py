@@ -26,8 +26,9 @@ _COMMENT_RE = re.compile(r"<!--.*?-->", re.DOTALL)
 LAYOUT_TAG_RE = _TAG_RE  # for what answers show: a quoted line's <a>, <b> or <br> is markup there too
 # Fenced code (CommonMark): a run of three or more backticks or tildes opens a block, and a line of only
 # that character, at least as long, closes it. The chunker keeps such blocks whole; the sentence splitter
-# reads their "#" lines as comments.
-FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})")
+# reads their "#" lines as comments. Display math between "$$" lines is fenced the same way: one block,
+# never prose (a formula line had run on into the closing "$$").
+FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,}|\$\$(?=[ \t]*$))")
 # A list item's marker: a bullet, or a number with "." / ")" / "、". The chunker cuts and titles by it;
 # the extractive answers read a list item's later sentences with its first ones.
 LIST_ITEM_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")

@@ -324,3 +324,17 @@ def test_question_words_are_dropped_after_stemming_too():
     """"does" is the token "doe" once stemmed: it must go like "does" did, or a question weighs a word no
     text has (the extractive coverage counts an unseen word as the strongest sign of another topic)."""
     assert query_tokens("What does the API return? Please describe it according to the document.") == ["api", "return"]
+
+
+def test_display_math_between_dollar_lines_is_one_block_never_prose():
+    """A formula line of a "$$ … $$" block ran on into the closing "$$" and was quoted as a statement of the
+    tutorial's prose; fenced like code, it is one block the chunker keeps whole. Inline "$$x$$" is text."""
+    from ingest.chunking import chunk_markdown
+
+    formula = r"\mathrm{BLEU} = \mathrm{BP} \cdot \exp\left(\sum_{n=1}^{N} w_n \log p_n\right), \quad \text{BP 为简短惩罚}"
+    text = f"## BLEU\n\nBLEU 定义为：\n\n$$\n{formula}\n$$\n\n其中 $w_n$ 通常取 1/N，行内的 $$x=1$$ 不是块。\n"
+    spans = split_sentences(text)
+    assert [s.text for s in spans if s.in_code] == [formula]
+    assert "其中 $w_n$ 通常取 1/N，行内的 $$x=1$$ 不是块。" in [s.text for s in spans if not s.in_code]
+    chunks = chunk_markdown(text + "\n## 其他\n\n" + "正文。" * 40, "t.md", max_chars=200, min_chars=20)
+    assert any(f"$$\n{formula}\n$$" in c.text for c in chunks)
