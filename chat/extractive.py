@@ -36,7 +36,16 @@ from kb.markup import (
     without_admonition_marker,
 )
 from kb.sentences import Span, split_sentences, wraps_into
-from kb.text import CJK_CHAR, detect_language, full_versions, normalize, query_tokens, strip_noise, tokenize
+from kb.text import (
+    CJK_CHAR,
+    detect_language,
+    full_versions,
+    is_version_number,
+    normalize,
+    query_tokens,
+    strip_noise,
+    tokenize,
+)
 
 MAX_UNITS = 3
 MAX_ANSWER_CHARS = 420
@@ -69,7 +78,8 @@ _WORDISH = re.compile(r"[\w\u4e00-\u9fff]")
 _HTML_TAG = re.compile(r"</?[A-Za-z][^>]*>")
 # Bold marks, list and quote markers go from what an answer shows; inline code keeps its backticks: it
 # reads as code, and the dot of ``pip install -e .`` is then no sentence end when the answer is checked.
-_MARKUP = re.compile(r"\*\*|^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
+_LINE_MARKERS = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
+_MARKUP = re.compile(rf"\*\*|{_LINE_MARKERS.pattern}")
 
 
 @dataclass(frozen=True)
@@ -111,10 +121,10 @@ def _found(token: str, words: set[str], haystack: str) -> bool:
         return True
     if CJK_CHAR.search(token):
         return token in haystack
-    return len(token) >= _MIN_PREFIX and any(word.startswith(token) for word in words)
+    return len(token) >= _MIN_PREFIX and token.isalpha() and any(word.startswith(token) for word in words)
 
 
-_MIN_PREFIX = 3  # shorter English tokens match only as whole words: "kb" starts "kbtool"
+_MIN_PREFIX = 3  # shorter tokens match only as whole words ("kb" starts "kbtool"), and so do numbers ("808")
 
 
 # Questions addressed to the assistant itself ("ignore previous instructions", "print your system
@@ -180,7 +190,7 @@ def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
             continue  # judged whole, below
         if is_term and tokens and word.lower() not in _META_WORDS and not any(t in bm25.vocab for t in tokens):
             found.append(word)
-    return found + [version for version in full_versions(asked) if version not in bm25.vocab]
+    return found + [v for v in full_versions(asked) if is_version_number(v) and v not in bm25.vocab]
 
 
 def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, language: str = "zh") -> bool:
@@ -213,7 +223,7 @@ def _without_unanswered_questions(passage: Passage) -> str:
     headings = local_headings(passage)
     spans = candidates(passage)
     answered = {headings[s.start].start for s in spans if not _asks(s) and s.start in headings}
-    unanswered = [s for s in spans if _asks(s) and s.start not in answered]
+    unanswered = [s for s in spans if _asks(s) and not s.in_code and s.start not in answered]
     if not unanswered:
         return passage.text
     text, end = [], 0
@@ -293,7 +303,7 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
     """Every candidate sentence of ``passages``, scored for how well it answers ``question``."""
     asked = content_question(question)
     words = QuestionWords(asked)
-    wants_misconceptions = bool(_MISCONCEPTIONS.search(asked))
+    wants_misconceptions = _asks_about_misconceptions(asked)
     quotable = [(rank, passage, candidates(passage), local_headings(passage)) for rank, passage in enumerate(passages, 1)]
     closest = max((sim for p in passages for sim in p.sentence_scores.values()), default=0.0)
     scored: list[Scored] = []
@@ -320,21 +330,30 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
     return scored
 
 
-# A (sub-)heading that lists wrong beliefs: "### 常见误区", "## Common misconceptions", "Myths". Its sentences
-# state what is not so; they answer only a question about the misconceptions themselves. Narrow on purpose:
-# "常见错误" and "Pitfalls" sections list real errors and true advice.
-_MISCONCEPTIONS = re.compile(
-    r"误区|误解|错误(?:观点|认识|理解|说法|看法)|\b(?:myths?|misconceptions?|misunderstandings?)\b", re.IGNORECASE)
+# A (sub-)heading that is only the title of a list of wrong beliefs: "### 常见误区", "## Common misconceptions",
+# "Myths". Its sentences state what is not so; they answer only a question about the misconceptions. Narrow
+# on purpose: "避免误解：术语约定", "Myths and facts", "常见错误" or "Pitfalls" sections state what is so.
+_MISCONCEPTION_TITLE = re.compile(
+    r"(?:常见|典型|一些|几个)?(?:的)?(?:误区|误解|错误(?:观点|认识|理解|说法|看法))"
+    r"|(?:common\s+|typical\s+)?(?:myths?|misconceptions?|misunderstandings?)", re.IGNORECASE)
+_MISCONCEPTION_WORD = re.compile(r"误区|误解|错误(?:观点|认识|理解|说法|看法)|\b(?:myths?|misconceptions?)\b",
+                                 re.IGNORECASE)
+_TITLE_DECORATION = re.compile(r"^[#\s*_]*(?:\d+[.、)]\s*|[一二三四五六七八九十]+、)?|[\s*_:：]*$")
+
+
+def _asks_about_misconceptions(question: str) -> bool:
+    return bool(_MISCONCEPTION_WORD.search(question))
 
 
 def _states_misconception(passage: Passage, heading: Span | None) -> bool:
     """Whether a sentence under ``heading`` in ``passage`` (its local sub-heading, else the section's last
-    heading) stands in a list of wrong beliefs."""
-    if heading is not None and heading.is_heading:
-        return bool(_MISCONCEPTIONS.search(heading.text))
-    if heading is not None:  # a question in the text heads it; the sub-heading above that question counts
-        return False
-    return bool(_MISCONCEPTIONS.search(passage.section.rsplit(HEADING_SEPARATOR, 1)[-1]))
+    heading) stands in a list of wrong beliefs. A question in the text that heads it is no such title: the
+    sentence answers that question."""
+    if heading is not None:
+        title = heading.text if heading.is_heading else ""
+    else:
+        title = passage.section.rsplit(HEADING_SEPARATOR, 1)[-1]
+    return bool(_MISCONCEPTION_TITLE.fullmatch(_TITLE_DECORATION.sub("", title)))
 
 
 def _item_lead(passage: Passage, span: Span) -> str:
@@ -422,7 +441,7 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
         # top passage from the sentence the dense search found closest in it, else from its start.
         # As a lexical answer: never a question in the text or a listed wrong belief, within one sub-section.
         headings = local_headings(passages[0])
-        wants_misconceptions = bool(_MISCONCEPTIONS.search(content_question(question)))
+        wants_misconceptions = _asks_about_misconceptions(content_question(question))
         top = [s for s in candidates(passages[0]) if not _asks(s)
                and (wants_misconceptions or not _states_misconception(passages[0], headings.get(s.start)))]
         near = passages[0].sentence_scores
@@ -483,11 +502,14 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], 
             break  # the previous page: a citation names the page its quote starts on
         if span.start not in starts:
             continue
-        if length + len(span.text) > MAX_ANSWER_CHARS:
+        if length + len(span.text) > MAX_ANSWER_CHARS * (_CONTINUED_COMMAND_CAP if continued else 1):
             break
         lead.append(span)
         length += _said([span])
     return [(chosen[0][0], s) for s in reversed(lead)] + chosen
+
+
+_CONTINUED_COMMAND_CAP = 2  # a command continued over lines may take twice an answer's length to be whole
 
 
 def candidates(passage: Passage) -> list[Span]:
@@ -607,8 +629,8 @@ def display_text(passage: Passage, span: Span) -> str:
         header = table_header(passage, span)
         if header or _is_html_row(span.text):  # an HTML row without its header is still shown as its cells
             return spell_out_row(header or "", span.text)
-    if span.in_code:
-        return _LINE_BREAK.sub(_unwrapped, _MARKUP.sub("", span.text).strip())
+    if span.in_code:  # code as written: "2 ** n", YAML's "- name: web"
+        return _LINE_BREAK.sub(_unwrapped, span.text.strip())
     text = _LITERAL_MARKER.sub(":", without_admonition_marker(span.text))
     text = _SHOWN_MARKUP.sub(_kept_code, _LINE_MARKERS.sub("", text))
     return _LINE_BREAK.sub(_unwrapped, text.strip())
@@ -616,7 +638,6 @@ def display_text(passage: Passage, span: Span) -> str:
 
 # Outside inline code, bold marks and layout tags go from what a prose sentence shows ("<a href=…>申请</a>"
 # shows as "申请"); inside it they are code: "``base_delay * 2 ** (n - 1)``" keeps its "**".
-_LINE_MARKERS = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+|^\s*>\s*")
 _SHOWN_MARKUP = re.compile(rf"(``[^`\n]*``|`[^`\n]*`)|\*\*|(<br\s*/?>)|{LAYOUT_TAG_RE.pattern}", re.IGNORECASE)
 
 

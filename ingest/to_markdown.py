@@ -39,9 +39,10 @@ def html_to_markdown(html: str | bytes) -> str:
         if not tag.find(list(_HEADINGS)):
             tag.decompose()
     for tag in soup.find_all(attrs={"role": "navigation"}):
-        tag.decompose()
+        if not tag.find(list(_HEADINGS)):
+            tag.decompose()
     for tag in soup.find_all("aside"):
-        if _mostly_links(tag):  # a sidebar menu; an aside of prose is a callout, and content
+        if _is_menu(tag):  # a sidebar; an aside of prose (a callout, a note) is content
             tag.decompose()
     root = soup.body or soup
     try:
@@ -50,11 +51,18 @@ def html_to_markdown(html: str | bytes) -> str:
         return _inline_text(root.get_text("\n"))
 
 
-def _mostly_links(tag: Any) -> bool:
-    """Whether at least half of ``tag``'s text is the text of its links."""
+def _is_menu(tag: Any) -> bool:
+    """Whether ``tag`` is a menu: three links or more, which hold at least half of its text (a callout
+    whose one sentence is a link is no menu), and no ``role="note"``."""
+    links = tag.find_all("a")
+    if tag.get("role") == "note" or len(links) < _MENU_LINKS:
+        return False
     text = len("".join(tag.get_text().split()))
-    linked = sum(len("".join(a.get_text().split())) for a in tag.find_all("a"))
-    return text == 0 or 2 * linked >= text
+    linked = sum(len("".join(a.get_text().split())) for a in links)
+    return 2 * linked >= text
+
+
+_MENU_LINKS = 3
 
 
 def _html_blocks(node: Any, depth: int = 0) -> Iterator[str]:

@@ -230,10 +230,10 @@ _RST_OPTION_RE = re.compile(r"^[ \t]+:[\w-]+:(?:[ \t][^\n]*)?$")  # "   :header-
 
 
 # Directives whose indented body is instructions to the builder, not text: a toctree's entries
-# ("configuration", "deployment"), an include's path, autodoc's names.
+# ("configuration", "deployment"), an include's path. (``only`` and autodoc bodies hold prose.)
 _RST_MARKUP_BODY_RE = re.compile(
-    r"^([ \t]*)\.\.[ \t]+(?:toctree|contents|include|raw|meta|index|highlight|sectnum|tabularcolumns|only"
-    r"|currentmodule|module|auto\w+)::", re.IGNORECASE)
+    r"^([ \t]*)\.\.[ \t]+(?:toctree|contents|include|raw|meta|index|highlight|sectnum|tabularcolumns)::",
+    re.IGNORECASE)
 
 
 @lru_cache(maxsize=1024)
@@ -247,7 +247,7 @@ def markup_lines(text: str) -> frozenset[int]:
     start, in_options, body_indent = 0, False, None
     for line in text.splitlines(keepends=True):
         bare = line.rstrip("\r\n")
-        indent = len(bare) - len(bare.lstrip())
+        indent = len(bare.expandtabs()) - len(bare.expandtabs().lstrip())
         if body_indent is not None and (not bare.strip() or indent > body_indent):
             found.add(start)  # a toctree's option or entry, or a blank line inside its body
         elif in_options and _RST_OPTION_RE.match(bare):

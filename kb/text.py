@@ -26,8 +26,8 @@ QUESTION_WORDS = frozenset(
     what which who whom whose why how when where is are was were be been do does did the a an of to in on for
     and or as by with about from this that these those it its what's whats does please explain describe tell me
     document doc text say says said mention mentioned according can could should would will
-    may might must shall have has had having get gets got need needs want wants i me my we us our you your
-    they them their there here any some many much also just very
+    might shall have has had having need needs want wants i me my we us our you your
+    they them their there here many much also just very
     """.split()
 )
 
@@ -101,12 +101,22 @@ def tokenize(text: str) -> list[str]:
 
 
 # A version of three or more parts ("v2.3.1", "9.0.0"), its "v" dropped: "v2.3.0" and "2.3.0" are one.
-_FULL_VERSION = re.compile(r"(?<![\d.])v?(\d+(?:\.\d+){2,})(?![\d.]*\d)", re.IGNORECASE)
+# Possessive: a long run of dots and digits is scanned once, not once per starting point.
+_FULL_VERSION = re.compile(r"(?<![\d.])v?(\d+(?:\.\d+){2,}+)(?!\.*\d)", re.IGNORECASE)
 
 
 def full_versions(text: str) -> list[str]:
     """The versions of three or more parts in ``text``, as tokenize() keeps them whole ("2.3.1")."""
     return [m.group(1) for m in _FULL_VERSION.finditer(normalize(text))]
+
+
+def is_version_number(version: str) -> bool:
+    """Whether a dotted number from ``full_versions`` reads as a software version: not an IPv4 address
+    (four parts of at most 255) nor a date (a first part from 1900 on)."""
+    parts = [int(p) for p in version.split(".")]
+    if len(parts) == 4 and all(p <= 255 for p in parts):
+        return False
+    return not 1900 <= parts[0] <= 2100
 
 
 # Noise that is not content: what terminals, trackers and editors add around a question. Dropped
@@ -120,7 +130,7 @@ _REFERENCE = re.compile(
     re.IGNORECASE,
 )
 _TAG = re.compile(
-    r"[(\[（【]\s*(?:v(?:er(?:sion)?)?\s*\d+(?:\.\d+)*|rev\.?\s*\d+|draft|wip|updated?|edit(?:ed)?|urgent|"
+    r"[(\[（【]\s*(?:v(?:er(?:sion)?)?\s*\d+(?:\.\d+)?|rev\.?\s*\d+|draft|wip|updated?|edit(?:ed)?|urgent|"
     r"todo|fyi|resend|repost)\s*[)\]）】]",
     re.IGNORECASE,
 )

@@ -711,3 +711,37 @@ def test_a_version_the_documents_never_name_is_an_unknown_term():
     assert is_relevant("v2.3.0 修复了哪些问题？", [passage], bm25, "zh")
     assert is_relevant("2.2.1 修复了哪些问题？", [passage], bm25, "zh")
     assert tokenize("CANN 9.0.0") == ["cann", "9.0", "0", "9.0.0"]  # the pieces stay: "9.0" still finds it
+
+
+def test_review_mends_of_the_probe_rules():
+    """A second review of this round's rules (helper session) found these; each failed before its mend."""
+    from chat.extractive import candidates, display_text, group_coverage, is_relevant, select
+
+    # An IP address or a date is no version: the question is answered, not refused as naming one unknown.
+    port = "## 网络\n\n客户端连接失败时，先检查服务器 IP 和防火墙是否放行 8080 端口。\n"
+    passage, bm25 = _one_passage(port, "部署 > 网络", other="安装 说明 文档")
+    assert is_relevant("服务器 IP 是 192.168.1.10，客户端无法连接 8080 端口怎么办？", [passage], bm25, "zh")
+    assert is_relevant("2024.05.01 之后客户端无法连接 8080 端口怎么办？", [passage], bm25, "zh")
+    # A version in brackets is still judged as a version (it was stripped as a "(v2)" tag).
+    log = "## v2.3.0\n\n- 修复中文文件名下载时乱码的问题\n"
+    passage, bm25 = _one_passage(log, "更新日志 > v2.3.0", other="安装 部署 说明")
+    assert not is_relevant("修复了哪些问题？(v2.3.1)", [passage], bm25, "zh")
+    # A code line ending in "?" is no question the text leaves unanswered.
+    sql = "## Lookup\n\nExample:\n\n```sql\nSELECT email FROM accounts WHERE account_id = ?\n```\n"
+    passage, bm25 = _one_passage(sql, "Queries > Lookup", other="unrelated words about serving models")
+    assert is_relevant("How to select email from accounts by account_id?", [passage], bm25, "en")
+    # A heading that merely mentions misunderstanding is no list of wrong beliefs.
+    terms = "## 避免误解：术语约定\n\n本文中的节点指集群里的一台物理机器。\n"
+    passage, bm25 = _one_passage(terms, "说明")
+    assert "物理机器" in " ".join(e.display for e in select("本文中的节点指什么？", [passage], bm25))
+    facts = "## Myths and facts\n\nFact: LoRA matches full fine-tuning on most instruction tasks.\n"
+    passage, bm25 = _one_passage(facts, "LoRA")
+    assert select("Does LoRA match full fine-tuning?", [passage], bm25)
+    # Code is shown as written.
+    code = "Back off like this:\n\n```python\ndelay = base_delay * 2 ** attempt\n```\n\n```yaml\n- name: web\n```\n"
+    passage = Passage(id="c", text=code, doc="c.md", section="Retries", start=0, end=len(code), score=1.0)
+    shown = [display_text(passage, s) for s in candidates(passage)]
+    assert "delay = base_delay * 2 ** attempt" in shown and "- name: web" in shown
+    # A number is found whole, never as the start of another ("808" in "8080").
+    bm25 = BM25Index.build(["a"], [tokenize("port 8080")])
+    assert group_coverage([["808"]], "The server listens on port 8080.", bm25) == 0.0

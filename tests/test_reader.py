@@ -266,3 +266,13 @@ def test_rst_list_and_csv_tables_are_read_as_grid_tables(tmp_path: Path) -> None
     passage, bm25 = _one_passage(chunk.text, chunk.section)
     assert compose(select("priority 的默认值是多少？", [passage], bm25)).startswith(
         "``priority`` — 类型：int，默认值：5")
+
+
+def test_an_html_callout_aside_with_a_link_stays(tmp_path: Path) -> None:
+    path = tmp_path / "ops.html"
+    path.write_text("<body><h1>Deploying</h1><p>Run two replicas.</p><aside><p>Warning: <a href='/tls'>TLS must be "
+                    "enabled in production deployments</a>.</p></aside><nav role='navigation'><h2>Checklist</h2>"
+                    "<p>Back up the database first.</p></nav></body>", encoding="utf-8")
+    doc = read(path)
+    assert isinstance(doc, SourceDocument)
+    assert "TLS must be enabled in production deployments" in doc.text
