@@ -23,6 +23,7 @@ from kb.bm25 import BM25Index
 from kb.chunk import HEADING_SEPARATOR, PAGE_BREAK
 from kb.markup import (
     FENCE_RE,
+    FOOTNOTE_MARK_RE,
     GRID_BORDER_RE,
     GRID_HEADER_BORDER_RE,
     HTML_ROW_RE,
@@ -636,9 +637,10 @@ def display_text(passage: Passage, span: Span) -> str:
     return _LINE_BREAK.sub(_unwrapped, text.strip())
 
 
-# Outside inline code, bold marks and layout tags go from what a prose sentence shows ("<a href=…>申请</a>"
-# shows as "申请"); inside it they are code: "``base_delay * 2 ** (n - 1)``" keeps its "**".
-_SHOWN_MARKUP = re.compile(rf"(``[^`\n]*``|`[^`\n]*`)|\*\*|(<br\s*/?>)|{LAYOUT_TAG_RE.pattern}", re.IGNORECASE)
+# Outside inline code, bold marks, layout tags and footnote marks go from what a prose sentence shows
+# ("<a href=…>申请</a>" shows as "申请"); inside it they are code: "``base_delay * 2 ** (n - 1)``" keeps its "**".
+_SHOWN_MARKUP = re.compile(rf"(``[^`\n]*``|`[^`\n]*`)|\*\*|(<br\s*/?>)|{LAYOUT_TAG_RE.pattern}|{FOOTNOTE_MARK_RE.pattern}",
+                           re.IGNORECASE | re.MULTILINE)
 
 
 def _kept_code(match: re.Match[str]) -> str:

@@ -100,7 +100,8 @@ _ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 # reStructuredText section adornment: one punctuation character repeated, nothing else.
 _CN_NUMBERING_RE = re.compile(r"^(?:([一二三四五六七八九十百]+)[、．.]|[（(][一二三四五六七八九十]+[）)])[ \t]*(?=\S)")
 _ADMONITION_OPEN_RE = re.compile(
-    r"^[ \t]*(?::{3,}[ \t]*[\w-]+.*|(?:!!!|\?\?\?\+?)[ \t]+[\w-]+.*|>[ \t]*\[![A-Za-z]+\][ \t]*|\.\.[ \t]+[\w-]+::.*)$"
+    r"^[ \t]*(?::{3,}[ \t]*[\w-]+.*|(?:!!!|\?\?\?\+?)[ \t]+[\w-]+.*|===\+?[ \t]+\".*|>[ \t]*\[![A-Za-z]+\][ \t]*"
+    r"|\.\.[ \t]+[\w-]+::.*)$"
 )
 _ADMONITION_CLOSE_RE = re.compile(r"^[ \t]*:{3,}[ \t]*$")
 _RULE_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")

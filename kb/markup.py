@@ -58,13 +58,23 @@ _BADGE_RE = re.compile(r"\[!\[[^\]\n]*\]\([^)\n]*\)\]\([^)\n]*\)")
 _IMAGE_RE = re.compile(r"!\[([^\]\n]*)\]\([^)\n]*\)")
 _LINK_RE = re.compile(r"\[([^\]\n]*)\]\([^)\n]*\)")
 _REF_LINK_RE = re.compile(r"\[([^\]\n]+)\]\[[^\]\n]*\]")
-_REF_DEF_RE = re.compile(r"^[ \t]*\[[^\]\n]+\]:[ \t]*\S+.*$", re.MULTILINE)
+_REF_DEF_RE = re.compile(r"^[ \t]*\[(?!\^)[^\]\n]+\]:[ \t]*\S+.*$", re.MULTILINE)  # "[^1]: …" is a footnote: text
+# A footnote's mark ("…installed.[^1]") and its definition's label ("[^1]: The flag was added in 2.4.").
+FOOTNOTE_MARK_RE = re.compile(r"^[ \t]*\[\^[^\]\s]+\]:[ \t]*|\[\^[^\]\s]+\]", re.MULTILINE)
 _RST_LINK_RE = re.compile(r"`([^`<\n]+?)\s*<[^>\n]+>`_{1,2}")
 _URL_RE = re.compile(r"<?(?:https?|ftp)://[^\s)>\]]+>?")
 # Admonitions: Docusaurus/MDX ``:::tip[Title]``, MkDocs ``!!! note "Title"`` / ``??? note``,
 # GitHub ``> [!NOTE]``, reStructuredText ``.. note::``. The marker goes, a title stays.
 _COLON_FENCE_RE = re.compile(r"^[ \t]*:{3,}[ \t]*(?:[\w-]+)?[ \t]*(?:\[([^\]\n]*)\])?[^\n]*$", re.MULTILINE)
 _MKDOCS_RE = re.compile(r'^[ \t]*(?:!!!|\?\?\?\+?)[ \t]+[\w-]+(?:[ \t]+"([^"\n]*)")?[^\n]*$', re.MULTILINE)
+# MkDocs Material's content tab ('=== "pip"'), whose indented body is the tab's content.
+_CONTENT_TAB_RE = re.compile(r'^[ \t]*===\+?[ \t]+"([^"\n]*)"[ \t]*$', re.MULTILINE)
+
+
+def is_block_title(line: str) -> bool:
+    """Whether ``line`` opens an MkDocs admonition ('!!! note "Supported versions"') or content tab
+    ('=== "From source"'): a title over the indented block under it, never a sentence of its own."""
+    return bool(_MKDOCS_RE.fullmatch(line.strip()) or _CONTENT_TAB_RE.fullmatch(line.strip()))
 _GITHUB_ALERT_RE = re.compile(r"^([ \t]*>[ \t]*)\[!(?:NOTE|TIP|IMPORTANT|WARNING|CAUTION)\][ \t]*$",
                               re.MULTILINE | re.IGNORECASE)
 _RST_DIRECTIVE_RE = re.compile(r"^[ \t]*\.\.[ \t]+[\w:-]+::[^\n]*$", re.MULTILINE)
@@ -126,11 +136,13 @@ _CLEANING: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
     (_REF_LINK_RE, r"\1"),
     (_RST_LINK_RE, r"\1"),
     (_REF_DEF_RE, ""),
+    (FOOTNOTE_MARK_RE, ""),
     (_RST_ROLE_RE, r"\1"),
     (_TAG_RE, " "),  # before URLs: a tag's src="https://..." must go with the tag
     (_URL_RE, " "),
     (_COLON_FENCE_RE, _title_or_nothing),
     (_MKDOCS_RE, _title_or_nothing),
+    (_CONTENT_TAB_RE, r"\1"),
     (_GITHUB_ALERT_RE, ""),
     (_RST_ADMONITION_RE, r"\1"),
     (_RST_DIRECTIVE_RE, ""),

@@ -745,3 +745,22 @@ def test_review_mends_of_the_probe_rules():
     # A number is found whole, never as the start of another ("808" in "8080").
     bm25 = BM25Index.build(["a"], [tokenize("port 8080")])
     assert group_coverage([["808"]], "The server listens on port 8080.", bm25) == 0.0
+
+
+def test_mkdocs_admonition_and_tab_titles_head_their_blocks_and_footnotes_are_text():
+    """'!!! note "Supported versions"' was cut at its "!" into fragments and 'note "Supported versions"' was
+    quoted; '=== "From source"' (a content tab) was quoted as a line of the answer. Both are titles of the
+    block under them now. A footnote's definition was dropped as a link definition, and its mark shown."""
+    from chat.extractive import candidates, compose, display_text, select
+
+    text = ('# Install\n\n!!! note "Supported versions"\n    Docforge runs on Python 3.9 to 3.12.\n\n=== "pip"\n\n'
+            '    ```bash\n    pip install docforge\n    ```\n\n=== "From source"\n\n    ```bash\n'
+            '    git clone https://example.com/docforge.git\n    cd docforge && pip install -e .\n    ```\n\n'
+            "Check that the plugin is installed.[^1]\n\n[^1]: The --version flag was added in 2.4.\n")
+    passage, bm25 = _one_passage(text, "Install")
+    shown = [display_text(passage, span) for span in candidates(passage)]
+    assert shown == ["Docforge runs on Python 3.9 to 3.12.", "pip install docforge",
+                     "git clone https://example.com/docforge.git", "cd docforge && pip install -e .",
+                     "Check that the plugin is installed.", "The --version flag was added in 2.4."]
+    assert compose(select("How do I install Docforge from source?", [passage], bm25)).startswith("git clone")
+    assert "added in 2.4" in compose(select("When was the --version flag added?", [passage], bm25))
