@@ -41,6 +41,7 @@ from kb.text import (
     CJK_CHAR,
     detect_language,
     full_versions,
+    identifiers,
     is_version_number,
     normalize,
     query_tokens,
@@ -178,9 +179,10 @@ def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
 
     In a Chinese question every Latin-script word is a term; in an English one only
     acronyms and CamelCase words are (ordinary English words are expected to be absent
-    from Chinese text). A version of three or more parts ("v2.3.1") is a term in both, and known only
-    as a whole: its pieces ("2.3", "1") are in every changelog. Noise (escapes, ticket numbers, version
-    tags) is not a term.
+    from Chinese text). A compound name ("Qwen1.5-32B-Chat") is known only when all its pieces are. In both
+    languages a version of three or more parts ("v2.3.1"), a snake_case name ("theme_variant") and a
+    number called a code ("错误码 40404") are terms, known only as a whole: their pieces ("2.3", "theme")
+    are everywhere. Noise (escapes, ticket numbers, version tags) is not a term.
     """
     found = []
     asked = strip_noise(question)
@@ -189,9 +191,20 @@ def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
         tokens = tokenize(word)
         if full_versions(word):
             continue  # judged whole, below
-        if is_term and tokens and word.lower() not in _META_WORDS and not any(t in bm25.vocab for t in tokens):
+        if not is_term or not tokens or word.lower() in _META_WORDS:
+            continue
+        known = [t in bm25.vocab for t in tokens]
+        # A compound name is known only whole: "Qwen1.5-32B-Chat" is not "Qwen1.5-72B-Chat".
+        if not any(known) or ("-" in word and not all(known)):
             found.append(word)
-    return found + [v for v in full_versions(asked) if is_version_number(v) and v not in bm25.vocab]
+    found += [v for v in full_versions(asked) if is_version_number(v) and v not in bm25.vocab]
+    found += [name for name in identifiers(asked) if name not in bm25.vocab]
+    found += [code for code in _CODE_NUMBER.findall(asked) if code not in bm25.vocab]
+    return found
+
+
+# A number the question calls a code ("错误码 40404", "status code 418") is as specific as a name.
+_CODE_NUMBER = re.compile(r"(?:错误码|状态码|返回码|错误代码|代码|码|\bcode)\s*[:：]?\s*(\d{3,})(?![\w.])", re.IGNORECASE)
 
 
 def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, language: str = "zh") -> bool:

@@ -71,7 +71,7 @@ def _segment(fragment: str) -> tuple[str, ...]:
 
 
 # Part of the name of every cached BM25 index: bump it whenever tokenize() changes the tokens it makes.
-TOKENIZER_VERSION = 3
+TOKENIZER_VERSION = 4
 # English words are stemmed ("codes", "checking", "retrievers" meet "code", "check", "retriever"; dev tune
 # hybrid hit@1 0.753 -> 0.785, seed tune equal). Shorter words are mostly acronyms (api, gpu, llm), and
 # words with digits are names (llama3, v2): both stay as they are.
@@ -97,7 +97,18 @@ def tokenize(text: str) -> list[str]:
                 tokens.append(_stem(token) if _STEMMABLE.fullmatch(token) else token)
         if "." in fragment:
             tokens.extend(full_versions(fragment))
+        if "_" in fragment:
+            tokens.extend(identifiers(fragment))
     return tokens
+
+
+_IDENTIFIER = re.compile(r"(?<![a-z0-9_])[a-z][a-z0-9]*(?:_[a-z0-9]+)++(?![a-z0-9_])")
+
+
+def identifiers(text: str) -> list[str]:
+    """The snake_case names in ``text`` ("dataset_num_proc"), as tokenize() keeps them whole besides the
+    pieces jieba cuts them into."""
+    return _IDENTIFIER.findall(normalize(text))
 
 
 # A version of three or more parts ("v2.3.1", "9.0.0"), its "v" dropped: "v2.3.0" and "2.3.0" are one.

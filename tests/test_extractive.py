@@ -764,3 +764,21 @@ def test_mkdocs_admonition_and_tab_titles_head_their_blocks_and_footnotes_are_te
                      "Check that the plugin is installed.", "The --version flag was added in 2.4."]
     assert compose(select("How do I install Docforge from source?", [passage], bm25)).startswith("git clone")
     assert "added in 2.4" in compose(select("When was the --version flag added?", [passage], bm25))
+
+
+def test_names_and_codes_the_documents_never_mention_whole_are_unknown_terms():
+    """"错误码 40404 是什么意思？" was answered with the 40100 and 50000 rows, "the default of theme_variant" with
+    rows about "theme", and "Qwen1.5-32B-Chat" with the 72B row: each piece is known, the whole is not."""
+    from chat.extractive import is_relevant
+
+    text = ("## 错误码\n\n| 错误码 | 含义 |\n| --- | --- |\n| 40100 | 鉴权失败 |\n| 50000 | 服务内部错误 |\n\n"
+            "## 配置\n\n`theme` 设置主题，`color_mode` 设置配色。\n\n## 显存\n\nQwen1.5-72B-Chat 需要约 145 GB 显存，"
+            "Qwen1.5-14B 需要约 30 GB。\n")
+    passage, bm25 = _one_passage(text, "参考", other="安装 部署 说明 variant")
+    assert not is_relevant("错误码 40404 是什么意思？", [passage], bm25, "zh")
+    assert is_relevant("错误码 40100 是什么意思？", [passage], bm25, "zh")
+    assert not is_relevant("What is the default of theme_variant?", [passage], bm25, "en")
+    assert is_relevant("What does color_mode set?", [passage], bm25, "en")
+    assert not is_relevant("Qwen1.5-32B-Chat 需要多少显存？", [passage], bm25, "zh")
+    assert is_relevant("Qwen1.5-72B-Chat 需要多少显存？", [passage], bm25, "zh")
+    assert tokenize("--dataset_num_proc 4") == ["dataset", "num", "proc", "dataset_num_proc", "4"]
