@@ -98,7 +98,6 @@ _ASCII_COMMAS = ",:;|"  # ASCII: only when followed by a space (not 1,000 or htt
 _BREAK_RE = re.compile(r"\r\n|\r|\n")
 _ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 # reStructuredText section adornment: one punctuation character repeated, nothing else.
-_CN_NUMBERING_RE = re.compile(r"^(?:([一二三四五六七八九十百]+)[、．.]|[（(][一二三四五六七八九十]+[）)])[ \t]*(?=\S)")
 _ADMONITION_OPEN_RE = re.compile(
     r"^[ \t]*(?::{3,}[ \t]*[\w-]+.*|(?:!!!|\?\?\?\+?)[ \t]+[\w-]+.*|===\+?[ \t]+\".*|>[ \t]*\[![A-Za-z]+\][ \t]*"
     r"|\.\.[ \t]+[\w-]+::.*)$"
@@ -191,7 +190,7 @@ def _numbered_heading(lines: list[_Line], block: _Block) -> _Block:
     if block.kind != "para" or block.first != block.last:
         return block
     line = lines[block.first].stripped
-    match = _CN_NUMBERING_RE.match(line)
+    match = markup.CN_NUMBERING_RE.match(line)
     if not match or not _title_like(line[match.end() :]):
         return block
     level = 1 if match.group(1) else 2

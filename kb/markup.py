@@ -34,6 +34,11 @@ FENCE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,}|\$\$(?=[ \t]*$))")
 LIST_ITEM_RE = re.compile(r"^[ \t]*(?:(?P<bullet>[-*+•])(?=[ \t]|$)|(?P<num>\d{1,9})(?:[.)](?=[ \t]|$)|、))[ \t]*")
 
 
+# Chinese numbering of a document's parts: "一、" (level 1) and "（一）" (level 2); on a line of its own that
+# reads like a title it heads what follows (reports, course notes, text extracted from PDFs).
+CN_NUMBERING_RE = re.compile(r"^(?:([一二三四五六七八九十百]+)[、．.]|[（(][一二三四五六七八九十]+[）)])[ \t]*(?=\S)")
+
+
 # reStructuredText code: a code directive, or a paragraph ending in "::" (a literal block), opens a
 # block of the lines indented under it. The chunker keeps it whole; the sentence splitter reads it as code.
 RST_CODE_RE = re.compile(r"^[ \t]*\.\.[ \t]+(?:code-block|code|sourcecode|literalinclude|parsed-literal|math)::")

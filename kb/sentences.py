@@ -149,7 +149,7 @@ def split_sentences(text: str) -> list[Span]:
             spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
             continue
         if (stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped) or number + 1 in underlines
-                or markup.is_bold_title(stripped) or markup.is_block_title(stripped)):
+                or markup.is_bold_title(stripped) or markup.is_block_title(stripped) or _numbered_title(stripped)):
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
         in_line = sentences_in_line(line, line_start)
@@ -163,6 +163,21 @@ def split_sentences(text: str) -> list[Span]:
         if spans and spans[-1].end == offset + len(stripped) and not _LINE_ENDS_SENTENCE.search(stripped):
             running = spans[-1]
     return spans
+
+
+def _numbered_title(line: str) -> bool:
+    """"（二）L1 与 L2 正则化": a line numbered in Chinese whose text reads as a title (short, not ended like a
+    sentence or clause), as the chunker reads it in plain text; it heads the sentences after it."""
+    match = markup.CN_NUMBERING_RE.match(line)
+    if not match:
+        return False
+    rest = line[match.end() :].rstrip("*_ \t")
+    title = " ".join(markup.clean_markup(rest).replace("**", "").replace("`", "").split())
+    return 0 < len(title) <= _MAX_NUMBERED_TITLE and not rest.endswith(_TITLE_ENDS)
+
+
+_MAX_NUMBERED_TITLE = 48
+_TITLE_ENDS = tuple(CJK_ENDERS + ASCII_ENDERS + "，,、…;：:")
 
 
 # A line whose last sentence is complete: it ends in a sentence end or a colon (closing quotes and

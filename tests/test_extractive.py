@@ -782,3 +782,16 @@ def test_names_and_codes_the_documents_never_mention_whole_are_unknown_terms():
     assert not is_relevant("Qwen1.5-32B-Chat 需要多少显存？", [passage], bm25, "zh")
     assert is_relevant("Qwen1.5-72B-Chat 需要多少显存？", [passage], bm25, "zh")
     assert tokenize("--dataset_num_proc 4") == ["dataset", "num", "proc", "dataset_num_proc", "4"]
+
+
+def test_a_chinese_numbered_title_line_is_a_heading_not_an_answer():
+    """Course notes in plain text title their parts "一、" / "（一）"; the chunker read them as headings, the
+    sentence splitter did not, so "L1 正则化有什么特点？" was answered with the title "（一）L1 与 L2 正则化"."""
+    from chat.extractive import select
+
+    text = ("一、正则化方法\n\n（一）L1 与 L2 正则化\nL1 正则化的惩罚项是参数绝对值之和，容易得到稀疏解。\n"
+            "L2 正则化的惩罚项是参数平方和，使参数整体变小。\n\n（二）求解方法\n一般用梯度下降求解。\n")
+    passage, bm25 = _one_passage(text, "课程笔记", doc="notes.txt")
+    shown = [e.display for e in select("L1 正则化有什么特点？", [passage], bm25)]
+    assert shown[0] == "L1 正则化的惩罚项是参数绝对值之和，容易得到稀疏解。"
+    assert not any(line.startswith(("（", "一、")) for line in shown)
