@@ -510,8 +510,8 @@ def _with_lead_in(passage: Passage, best: Span, chosen: list[tuple[int, Span]], 
         if ((length >= MIN_ANSWER_CHARS and not continued)
                 or _units(passage, [*(s for _, s in chosen), *lead]) >= MAX_UNITS):
             break
-        if span.is_heading or headings.get(span.start) != headings.get(best.start):
-            break
+        if span.is_heading or span.is_table_row or headings.get(span.start) != headings.get(best.start):
+            break  # a table above a prose sentence is its own statement, not what leads into it
         if PAGE_BREAK in passage.text[span.end : (lead[-1] if lead else first).start]:
             break  # the previous page: a citation names the page its quote starts on
         if span.start not in starts:

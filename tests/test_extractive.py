@@ -795,3 +795,14 @@ def test_a_chinese_numbered_title_line_is_a_heading_not_an_answer():
     shown = [e.display for e in select("L1 正则化有什么特点？", [passage], bm25)]
     assert shown[0] == "L1 正则化的惩罚项是参数绝对值之和，容易得到稀疏解。"
     assert not any(line.startswith(("（", "一、")) for line in shown)
+
+
+def test_a_table_row_above_a_short_prose_answer_is_not_its_lead_in():
+    """"镜像不包含模型权重和数据集。" was led into by the last row of the components table above it."""
+    from chat.extractive import select
+
+    text = ("## 镜像介绍\n\n| 组件 | 版本或来源 |\n| --- | --- |\n| CANN | 9.0.0 |\n| LLaMA Factory | 仓库源码 |\n\n"
+            "镜像不包含模型权重。\n")
+    passage, bm25 = _one_passage(text, "镜像 > 镜像介绍")
+    shown = [e.display for e in select("镜像里包含模型权重吗？", [passage], bm25)]
+    assert shown == ["镜像不包含模型权重。"]
