@@ -34,6 +34,7 @@ from kb.markup import (
     html_cells,
     markup_lines,
     opens_rst_code,
+    table_separator,
     without_admonition_marker,
 )
 from kb.sentences import Span, split_sentences, wraps_into
@@ -327,7 +328,8 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
             if _asks(span):
                 continue  # quotable as the lead-in of its answer, never the answer itself
             # A table row is read with its header: the column names carry half its meaning.
-            header = filled_columns(table_header(passage, span) or "", span.text) if span.is_table_row else ""
+            header = (f"{inherited_key(passage, span)}\n{filled_columns(table_header(passage, span) or '', span.text)}"
+                      if span.is_table_row else "")
             # So is a sentence with the sub-heading it stands under inside the passage: in an FAQ
             # the question is the heading and the answer's own words may share none of it; the
             # sentence is as close to the question as its sub-heading is, if that is closer.
@@ -642,7 +644,7 @@ def display_text(passage: Passage, span: Span) -> str:
     if span.is_table_row:
         header = table_header(passage, span)
         if header or _is_html_row(span.text):  # an HTML row without its header is still shown as its cells
-            return spell_out_row(header or "", span.text)
+            return spell_out_row(header or "", span.text, key=inherited_key(passage, span))
     if span.in_code:  # code as written: "2 ** n", YAML's "- name: web"
         return _LINE_BREAK.sub(_unwrapped, span.text.strip())
     text = _LITERAL_MARKER.sub(":", without_admonition_marker(span.text))
@@ -729,6 +731,23 @@ def _cells(row: str) -> list[str]:
     return [cell.replace("**", "").strip() for cell in row.strip().strip("|").split("|")]
 
 
+def inherited_key(passage: Passage, row: Span) -> str:
+    """The first cell of the nearest row above ``row`` in its Markdown table that has one, when ``row``'s own
+    is empty: tables leave the model name blank in the rows of its other settings ("same as above")."""
+    if _is_html_row(row.text) or _cells(row.text)[:1] != [""]:
+        return ""
+    for line in reversed(passage.text[: row.start].splitlines()):
+        stripped = line.strip()
+        if not stripped.startswith("|") or _TABLE_SEPARATOR.match(stripped):
+            return ""  # out of the table, or past its first data row
+        if first := _cells(stripped)[0]:
+            return first
+    return ""
+
+
+_TABLE_SEPARATOR = table_separator()
+
+
 def filled_columns(header: str, row: str) -> str:
     """The header's column names over the cells of ``row`` that hold something.
 
@@ -741,12 +760,15 @@ def filled_columns(header: str, row: str) -> str:
     return " | ".join(name for name, value in zip(names, values, strict=True) if value)
 
 
-def spell_out_row(header: str, row: str) -> str:
+def spell_out_row(header: str, row: str, key: str = "") -> str:
     """'| **显存需求** | 极大 | 极小 |' under '| 维度 | 全量 | LoRA |' -> '显存需求：全量：极大；LoRA：极小'.
 
-    Empty cells are left out (they would read 'Recommended：' with nothing after it).
+    Empty cells are left out (they would read 'Recommended：' with nothing after it). ``key`` stands in
+    for an empty first cell: the row above's, which it repeats ("same as above").
     """
     names, values = _cells(header), _cells(row)
+    if values and not values[0] and key:
+        values[0] = key
     if len(values) < 2 or len(names) != len(values):
         return " | ".join(values)
     # A cell's own "。" would end the spelled-out sentence before its citation mark.

@@ -806,3 +806,16 @@ def test_a_table_row_above_a_short_prose_answer_is_not_its_lead_in():
     passage, bm25 = _one_passage(text, "镜像 > 镜像介绍")
     shown = [e.display for e in select("镜像里包含模型权重吗？", [passage], bm25)]
     assert shown == ["镜像不包含模型权重。"]
+
+
+def test_a_table_rows_empty_first_cell_is_the_row_aboves():
+    """Benchmark tables leave the model name blank in the rows of its other settings; such a row was shown
+    and scored without it ("— 精度：INT4 (AWQ)，显存 (GB)：41.6"), so the question naming the model lost to
+    the row that names it at the other precision."""
+    from chat.extractive import compose, select
+
+    text = ("## 显存需求\n\n| 模型 | 精度 | 显存 (GB) |\n| --- | --- | --- |\n| Qwen1.5-14B-Chat | FP16 | 30.2 |\n"
+            "|  | INT4 (AWQ) | 10.3 |\n| Qwen1.5-72B-Chat | FP16 | 145.0 |\n|  | INT4 (AWQ) | 41.6 |\n")
+    passage, bm25 = _one_passage(text, "部署 > 显存需求")
+    answer = compose(select("Qwen1.5-72B-Chat 用 INT4 需要多少显存？", [passage], bm25))
+    assert answer.startswith("Qwen1.5-72B-Chat — 精度：INT4 (AWQ)，显存 (GB)：41.6")
