@@ -361,6 +361,9 @@ def _markdown_block_at(lines: list[_Line], i: int, blank_before: bool) -> tuple[
     if heading := _ATX_RE.match(line.text):
         title = _clean_title(heading.group(2) or "")
         return [_Block("heading", i, i, blank_before, level=len(heading.group(1)), title=title)], i + 1
+    if html_heading := markup.html_heading(line.text):
+        level, title = html_heading
+        return [_Block("heading", i, i, blank_before, level=level, title=_clean_title(title))], i + 1
     if level := _setext_level(lines, i):
         return [_Block("heading", i, i + 1, blank_before, level=level, title=_clean_title(line.text))], i + 2
     if _RULE_RE.match(line.text):
@@ -506,6 +509,8 @@ def _starts_block(lines: list[_Line], i: int, first: _Line, *, markdown: bool) -
     if markup.FENCE_RE.match(line.text) or _ATX_RE.match(line.text) or _RULE_RE.match(line.text):
         return True
     if markup.DETAILS_SUMMARY_RE.match(line.text) or markup.DETAILS_CLOSE_RE.match(line.text):
+        return True
+    if markup.html_heading(line.text):
         return True
     if _setext_level(lines, i) or markup.SETEXT_UNDERLINE_RE.match(line.text):
         return True

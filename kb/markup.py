@@ -221,6 +221,23 @@ def is_bold_title(line: str) -> bool:
     return bool(_BOLD_TITLE_RE.match(line))
 
 
+# An HTML heading on a line of its own, maybe inside layout tags: '<h1 align="center">灵犀-VL</h1>',
+# '<div align="center"><h2>Quick start</h2></div>' (READMEs that centre their titles).
+_HTML_HEADING_RE = re.compile(
+    r"^[ \t]*(?:<(?:div|p|center|span|a)\b[^<>]*>[ \t]*)*<h([1-6])\b[^<>]*>(?P<title>.*?)</h\1\s*>"
+    r"[ \t]*(?:</(?:div|p|center|span|a)\s*>[ \t]*)*$", re.IGNORECASE)
+
+
+def html_heading(line: str) -> tuple[int, str] | None:
+    """The level and title (tags removed) of a line that is only an HTML heading; else None. A heading
+    holding no words (a logo image) is none."""
+    match = _HTML_HEADING_RE.match(line)
+    if not match:
+        return None
+    title = " ".join(_TAG_RE.sub(" ", html.unescape(match.group("title"))).split())
+    return (int(match.group(1)), title) if _WORDISH_RE.search(title) else None
+
+
 def details_title(line: str) -> str | None:
     """The title of a ``<summary>`` line that opens a collapsible block, tags removed; else None."""
     match = DETAILS_SUMMARY_RE.match(line)

@@ -149,7 +149,8 @@ def split_sentences(text: str) -> list[Span]:
             spans.append(Span(offset, offset + len(stripped), stripped, is_table_row=True))
             continue
         if (stripped.startswith("#") or markup.DETAILS_SUMMARY_RE.match(stripped) or number + 1 in underlines
-                or markup.is_bold_title(stripped) or markup.is_block_title(stripped) or _numbered_title(stripped)):
+                or markup.is_bold_title(stripped) or markup.is_block_title(stripped) or _numbered_title(stripped)
+                or markup.html_heading(stripped)):
             spans.append(Span(offset, offset + len(stripped), stripped, is_heading=True))
             continue
         in_line = sentences_in_line(line, line_start)

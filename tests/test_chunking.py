@@ -685,3 +685,18 @@ def test_a_bare_heading_joins_what_it_heads_not_the_intro_before_it():
         assert not chunk.text.rstrip().splitlines()[-1].startswith("#"), chunk.text
     holder = next(c for c in chunks if "## Install on Linux" in c.text)
     assert "### Requirements" in holder.text
+
+
+def test_an_html_heading_line_in_markdown_is_a_heading():
+    """READMEs centre their title in HTML ('<div align="center"> … <h1>灵犀-VL</h1> … </div>'); read as a
+    paragraph, the title rooted no path (the preamble's placeholder did) and '<h2>快速开始</h2>' headed nothing."""
+    from kb.sentences import split_sentences
+
+    text = ('<div align="center">\n<img src="logo.png" width="200">\n<h1 align="center">灵犀-VL</h1>\n</div>\n\n'
+            "灵犀-VL 是一个支持图文理解的多模态模型，提供 7B 与 14B 两种规模，可在单卡上部署推理。\n\n<h2>快速开始</h2>\n\n"
+            "安装依赖后运行 demo.py 即可体验，支持命令行与网页两种方式，首次运行会自动下载权重文件。\n")
+    chunks = chunk_markdown(text, "r.md", max_chars=200, min_chars=40)
+    assert_well_formed(text, chunks, 200)
+    assert {c.section for c in chunks} == {"灵犀-VL", "灵犀-VL > 快速开始"}
+    assert [s.text for s in split_sentences(text) if s.is_heading] == ['<h1 align="center">灵犀-VL</h1>',
+                                                                       "<h2>快速开始</h2>"]
