@@ -39,16 +39,60 @@ def html_to_markdown(html: str | bytes) -> str:
         if not tag.find(list(_HEADINGS)):
             tag.decompose()
     for tag in soup.find_all(attrs={"role": "navigation"}):
-        if not tag.find(list(_HEADINGS)):
+        if not tag.find(list(_HEADINGS)) or _is_menu(tag):  # a Sphinx page's "Navigation" bar has a heading
             tag.decompose()
-    for tag in soup.find_all("aside"):
-        if _is_menu(tag):  # a sidebar; an aside of prose (a callout, a note) is content
+    for tag in [*soup.find_all("aside"), *soup.find_all(attrs={"role": list(_SIDEBAR_ROLES)})]:
+        if not tag.decomposed and _is_menu(tag):  # a sidebar; an aside of prose (a callout, a note) is content
             tag.decompose()
+    for tag in soup.find_all(class_=list(_THEME_CHROME)):
+        tag.decompose()
+    _documentation_structure(soup)
     root = soup.body or soup
     try:
         return _joined(_html_blocks(root))
     except RecursionError:  # hundreds of nested <div>s: their text, without the outline
         return _inline_text(root.get_text("\n"))
+
+
+# Page chrome of the documentation generators most pages come from (Sphinx and its Read the Docs theme,
+# MkDocs Material): sidebars, the related-pages bar, the footer. Their class names, not their content.
+_THEME_CHROME = ("sphinxsidebar", "related", "footer", "wy-nav-side", "rst-footer-buttons", "md-sidebar",
+                 "md-footer", "md-header", "headerlink")
+_SIDEBAR_ROLES = ("complementary", "search")
+
+
+def _documentation_structure(soup: Any) -> None:
+    """A generated documentation page's structure in the terms the Markdown reader knows.
+
+    An admonition's title paragraph ("Note", "Warning") leads its first paragraph ("Note: …") instead of
+    standing as a sentence of its own. A permalink ("¶") goes from its heading. An API entry of a
+    Sphinx domain (``<dl class="py function"><dt id="pkg.memoize">signature</dt><dd>…``) is a section
+    titled by its name under the current heading, its signature a paragraph: without it, a class's
+    parameters and the next function's ran together under one "API reference".
+    """
+    for link in soup.find_all("a"):
+        if link.get_text(strip=True) in ("¶", "#", "§", "🔗") and str(link.get("href", "")).startswith("#"):
+            link.decompose()
+    for title in soup.find_all("p", class_="admonition-title"):
+        label = title.get_text(" ", strip=True)
+        following = title.find_next_sibling("p")
+        if following is not None and label:
+            following.insert(0, f"{label.rstrip(':')}: ")
+        title.decompose()
+    made: set[int] = set()
+    for entry in soup.find_all("dt", id=True):
+        if entry.find_parent("dl") is None or not entry.get_text(strip=True):
+            continue
+        above = entry.find_previous(lambda t: t.name in _HEADINGS and id(t) not in made)
+        nesting = len(entry.find_parents("dl"))  # a class's methods are one level under the class
+        level = min(6, (_HEADINGS[above.name] if above is not None else 1) + nesting)
+        heading = soup.new_tag(f"h{level}")
+        heading.string = str(entry["id"])
+        signature = soup.new_tag("p")
+        signature.string = " ".join(entry.get_text().split())
+        made.add(id(heading))
+        entry.replace_with(heading)
+        heading.insert_after(signature)
 
 
 def _is_menu(tag: Any) -> bool:

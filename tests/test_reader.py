@@ -276,3 +276,50 @@ def test_an_html_callout_aside_with_a_link_stays(tmp_path: Path) -> None:
     doc = read(path)
     assert isinstance(doc, SourceDocument)
     assert "TLS must be enabled in production deployments" in doc.text
+
+
+# Written for this test, in the markup Sphinx (alabaster) generates.
+SPHINX_PAGE = """<html><body>
+<div class="related" role="navigation"><h3>Navigation</h3><ul><li><a href="genindex.html">index</a></li><li><a href="next.html">next</a> |</li></ul></div>
+<div class="document"><div class="body" role="main">
+<section id="tidepool-cache"><h1>tidepool.cache — Caching utilities<a class="headerlink" href="#tidepool-cache" title="Link">¶</a></h1>
+<p>Tidepool caches function results in memory or in Redis.</p>
+<div class="admonition note"><p class="admonition-title">Note</p><p>Values are serialized with pickle.</p></div>
+<section id="api"><h2>API reference<a class="headerlink" href="#api">¶</a></h2>
+<dl class="py function"><dt class="sig sig-object py" id="tidepool.cache.memoize"><span>tidepool.cache.</span><span>memoize</span>(<em>ttl=300</em>, <em>maxsize=128</em>)<a class="headerlink" href="#tidepool.cache.memoize">¶</a></dt>
+<dd><p>Cache the results of a function.</p><dl class="field-list"><dt class="field-odd">Parameters</dt><dd><ul><li><p><strong>ttl</strong> (<em>int</em>) – Seconds to keep a result. Defaults to 300.</p></li><li><p><strong>maxsize</strong> (<em>int</em>) – Entries kept. Defaults to 128.</p></li></ul></dd></dl></dd></dl>
+<dl class="py class"><dt class="sig sig-object py" id="tidepool.cache.RedisBackend"><em>class</em> tidepool.cache.RedisBackend(<em>url</em>, <em>socket_timeout=2.0</em>)</dt>
+<dd><p>A Redis-backed store.</p>
+<dl class="py method"><dt class="sig sig-object py" id="tidepool.cache.RedisBackend.invalidate">invalidate(<em>pattern</em>)</dt><dd><p>Remove matching keys.</p><p>Returns: The number of entries removed.</p></dd></dl>
+</dd></dl>
+</section></section></div></div>
+<div class="sphinxsidebar" role="navigation"><h3>Table of contents</h3><ul><li><a href="#">tidepool.cache</a></li><li><a href="#api">API</a></li><li><a href="x">More</a></li></ul></div>
+<div class="footer">&copy; 2024 Tidepool. Created using Sphinx.</div>
+</body></html>
+"""
+
+
+def test_a_sphinx_page_is_read_without_its_chrome_and_with_its_api_entries_as_sections(tmp_path: Path) -> None:
+    """A Sphinx page (written for this test, in the markup Sphinx generates): its "Navigation" bar (a
+    role=navigation block with a heading), sidebar and footer were content, every heading ended in "¶",
+    "Note" stood as a sentence of its own, and all API entries ran together under "API reference"."""
+    from chat.extractive import compose, select
+    from tests.test_extractive import _one_passage
+
+    path = tmp_path / "cache.html"
+    path.write_text(SPHINX_PAGE, encoding="utf-8")
+    doc = read(path)
+    assert isinstance(doc, SourceDocument)
+    assert doc.text.startswith("# tidepool.cache — Caching utilities\n\nTidepool caches")
+    assert "¶" not in doc.text and "Created using Sphinx" not in doc.text and "genindex" not in doc.text
+    assert "Table of contents" not in doc.text and "Navigation" not in doc.text
+    assert "Note: Values are serialized with pickle." in doc.text
+    assert "### tidepool.cache.memoize\n\ntidepool.cache.memoize(ttl=300, maxsize=128)" in doc.text
+    assert "#### tidepool.cache.RedisBackend.invalidate" in doc.text
+    chunks = chunk_text(doc.text, doc.name, doc.format, max_chars=300)
+    sections = {c.section for c in chunks}
+    assert "tidepool.cache — Caching utilities > API reference > tidepool.cache.memoize" in sections
+    assert any(s.endswith("tidepool.cache.RedisBackend > tidepool.cache.RedisBackend.invalidate") for s in sections)
+    chunk = next(c for c in chunks if "Returns:" in c.text)
+    passage, bm25 = _one_passage(chunk.text, chunk.section)
+    assert "number of entries removed" in compose(select("What does invalidate return?", [passage], bm25))
