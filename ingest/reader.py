@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from ingest.frontmatter import parse_front_matter
-from ingest.rst_tables import directive_tables_as_grids
+from ingest.rst_tables import directive_tables_as_pipe_tables
 from kb.chunk import PAGE_BREAK, PDF_PAGE_JOIN
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def read_document(candidate: Candidate, max_bytes: int) -> SourceDocument | Skip
         return Skipped(path, "is empty (no text)")
     metadata: dict[str, str] = {}
     if suffix in RST_SUFFIXES:
-        text_or_reason = directive_tables_as_grids(text_or_reason)
+        text_or_reason = directive_tables_as_pipe_tables(text_or_reason)
     if suffix in MARKDOWN_SUFFIXES:
         front = parse_front_matter(text_or_reason)
         if front.end and not text_or_reason[front.end :].strip():

@@ -1,17 +1,17 @@
-"""reStructuredText's directive tables (``list-table``, ``csv-table``) rewritten as grid tables.
+"""reStructuredText's directive tables (``list-table``, ``csv-table``) rewritten as pipe tables.
 
 Their rows are nested bullet lists or CSV lines, which every reader downstream would take for a list
 of one-word items ("- int", "- 5") or a paragraph: no row keeps its column names, and a one-character
-value is no statement. A grid table is the form the chunker and the answers read as a table (each row
-with its header), and it is still reStructuredText. The directive's title stays, as a line of its own
-above the table; its options go. A table that cannot be parsed is left as it was.
+value is no statement. A pipe table is the form the chunker cuts between rows, carrying the header
+into the next chunk, and the answers read each row with its header (a grid table padded to its widest
+cell outgrew a chunk and was cut as code). The directive's title stays, as a line of its own above the
+table; its options go. A table without a header row, or that cannot be parsed, is left as it was.
 """
 
 from __future__ import annotations
 
 import csv
 import re
-import unicodedata
 
 from kb.text import CJK_CHAR
 
@@ -22,8 +22,8 @@ _CELL_RE = re.compile(r"^([ \t]*)-[ \t]+(.*)$")  # "  - next cell"
 _MAX_CELLS = 400  # rows x columns; a bigger table is left as it is
 
 
-def directive_tables_as_grids(text: str) -> str:
-    """``text`` with each ``list-table`` and ``csv-table`` that parses replaced by a grid table."""
+def directive_tables_as_pipe_tables(text: str) -> str:
+    """``text`` with each ``list-table`` and ``csv-table`` that parses replaced by a pipe table."""
     if "-table::" not in text:
         return text
     lines = text.split("\n")
@@ -36,11 +36,11 @@ def directive_tables_as_grids(text: str) -> str:
             i += 1
             continue
         end = _body_end(lines, i, len(match.group(1).expandtabs()))
-        grid = _as_grid(match.group(1), match.group(2), match.group(3).strip(), lines[i + 1 : end])
-        if grid is None:
+        table = _as_pipe_table(match.group(1), match.group(2), match.group(3).strip(), lines[i + 1 : end])
+        if table is None:
             out.extend(lines[i:end])
         else:
-            out.extend(grid)
+            out.extend(table)
             if end < len(lines) and lines[end].strip():
                 out.append("")
         i = end
@@ -61,7 +61,7 @@ def _body_end(lines: list[str], start: int, indent: int) -> int:
     return last + 1
 
 
-def _as_grid(indent: str, kind: str, title: str, body: list[str]) -> list[str] | None:
+def _as_pipe_table(indent: str, kind: str, title: str, body: list[str]) -> list[str] | None:
     options: dict[str, str] = {}
     content: list[str] = []
     for line in body:
@@ -82,9 +82,16 @@ def _as_grid(indent: str, kind: str, title: str, body: list[str]) -> list[str] |
         if len(header) != len(rows[0]):
             return None
         rows, header_rows = [header, *rows], 1
-    grid = _grid(rows, min(header_rows, len(rows) - 1))
+    if not 1 <= header_rows < len(rows):
+        return None  # no header to read the rows with: nothing gained
+    header, data = rows[0], rows[header_rows:]  # a second header row reads as no data
+    table = [_pipe_row(header), "| " + " | ".join("---" for _ in header) + " |", *(_pipe_row(r) for r in data)]
     lead = [f"{indent}{title}", ""] if title else []
-    return lead + [f"{indent}{line}" for line in grid]
+    return lead + [f"{indent}{line}" for line in table]
+
+
+def _pipe_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def _list_rows(content: list[str]) -> list[list[str]] | None:
@@ -126,23 +133,3 @@ def _csv_rows(content: list[str], options: dict[str, str]) -> list[list[str]] | 
 
 def _csv_line(line: str) -> list[str]:
     return [cell.strip() for cell in next(csv.reader([line.strip()], skipinitialspace=True), [])]
-
-
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def _grid(rows: list[list[str]], header_rows: int) -> list[str]:
-    widths = [max(_width(row[c]) for row in rows) for c in range(len(rows[0]))]
-
-    def border(fill: str) -> str:
-        return "+" + "+".join(fill * (w + 2) for w in widths) + "+"
-
-    def line(row: list[str]) -> str:
-        return "|" + "|".join(f" {cell}{' ' * (w - _width(cell))} " for cell, w in zip(row, widths, strict=True)) + "|"
-
-    out = [border("-")]
-    for n, row in enumerate(rows, 1):
-        out.append(line(row))
-        out.append(border("=" if n == header_rows else "-"))
-    return out

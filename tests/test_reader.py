@@ -247,10 +247,11 @@ After the tables.
 """
 
 
-def test_rst_list_and_csv_tables_are_read_as_grid_tables(tmp_path: Path) -> None:
+def test_rst_list_and_csv_tables_are_read_as_pipe_tables(tmp_path: Path) -> None:
     """A list-table's rows are nested bullets, which were read as one-word list items ("- int", "- 5": the
-    default dropped as saying nothing) without their column names; as a grid table each row is answered
-    with its header. A table whose rows do not line up is left as it was."""
+    default dropped as saying nothing) without their column names; as a pipe table each row is answered
+    with its header, also in a later chunk of a long table (a grid table, padded to its widest cell, was
+    cut as code and lost its header). A table whose rows do not line up is left as it was."""
     from chat.extractive import compose, select
     from tests.test_extractive import _one_passage
 
@@ -258,14 +259,16 @@ def test_rst_list_and_csv_tables_are_read_as_grid_tables(tmp_path: Path) -> None
     path.write_text(RST_TABLES, encoding="utf-8")
     doc = read(path)
     assert isinstance(doc, SourceDocument) and doc.format == "rst"
-    assert "任务参数\n\n+---" in doc.text and ".. list-table:: 任务参数" not in doc.text
-    assert "| ``priority`` | int  | 5      | 从 0（最低）到 9（最高），数值越大越先执行。 |" in doc.text
-    assert "+======" in doc.text and "| Team, annual | 600                 |" in doc.text
+    assert "任务参数\n\n| 参数 | 类型 | 默认值 | 说明 |\n| --- | --- | --- | --- |\n" in doc.text
+    assert "| ``priority`` | int | 5 | 从 0（最低）到 9（最高），数值越大越先执行。 |" in doc.text
+    assert ".. list-table:: 任务参数" not in doc.text and "| Team, annual | 600 |" in doc.text
     assert ".. list-table:: Broken\n\n   * - a\n     - b\n   * - c\n\nAfter the tables." in doc.text
     chunk = next(c for c in chunk_text(doc.text, doc.name, doc.format) if "priority" in c.text)
     passage, bm25 = _one_passage(chunk.text, chunk.section)
     assert compose(select("priority 的默认值是多少？", [passage], bm25)).startswith(
         "``priority`` — 类型：int，默认值：5")
+    later = [c for c in chunk_text(doc.text, doc.name, doc.format, max_chars=120) if "``timeout``" in c.text]
+    assert later and later[0].context.startswith("| 参数 | 类型 | 默认值 | 说明 |")
 
 
 def test_an_html_callout_aside_with_a_link_stays(tmp_path: Path) -> None:
