@@ -328,18 +328,16 @@ def score_sentences(question: str, passages: Sequence[Passage], bm25: BM25Index)
     for rank, passage, spans, headings in quotable:
         groups = words.for_passage(passage)
         for span in spans:
-            if _asks(span):
-                continue  # quotable as the lead-in of its answer, never the answer itself
+            heading = headings.get(span.start)
+            if not _may_answer(passage, span, heading, wants_misconceptions):
+                continue
             # A table row is read with its header: the column names carry half its meaning.
             header = (f"{inherited_key(passage, span)}\n{filled_columns(table_header(passage, span) or '', span.text)}"
                       if span.is_table_row else "")
             # So is a sentence with the sub-heading it stands under inside the passage: in an FAQ
             # the question is the heading and the answer's own words may share none of it; the
             # sentence is as close to the question as its sub-heading is, if that is closer.
-            heading = headings.get(span.start)
             heading_text = heading.text.lstrip("#").strip() if heading else ""
-            if not wants_misconceptions and _states_misconception(passage, heading):
-                continue  # a wrong belief, listed to be corrected: quoted, it would be stated as true
             lead = _item_lead(passage, span)
             lexical = group_coverage(groups, f"{passage.section}\n{heading_text}\n{header}\n{lead}\n{span.text}", bm25)
             found = [passage.sentence_scores[s.start] for s in (span, heading)
@@ -358,6 +356,31 @@ _MISCONCEPTION_TITLE = re.compile(
 _MISCONCEPTION_WORD = re.compile(r"误区|误解|错误(?:观点|认识|理解|说法|看法)|\b(?:myths?|misconceptions?)\b",
                                  re.IGNORECASE)
 _TITLE_DECORATION = re.compile(r"^[#\s*_]*(?:\d+[.、)]\s*|[一二三四五六七八九十]+、)?|[\s*_:：]*$")
+
+
+# A sub-heading over text about an answer rather than the answer: an interview page's "考察点" (what the
+# question tests) and "延伸追问" (follow-ups), and "See also" / "延伸阅读" / "参考资料" lists.
+_META_TITLE = re.compile(
+    r"(?:考察点|考点|考查点|延伸追问|追问|课程关联|相关课程|延伸阅读|参考资料|参考文献|相关链接|相关阅读)"
+    r"|(?:see\s+also|further\s+reading|references|related\s+(?:links|reading|topics)|follow-up\s+questions)",
+    re.IGNORECASE)
+
+
+def _under_meta_heading(passage: Passage, heading: Span | None) -> bool:
+    if heading is not None:
+        title = heading.text if heading.is_heading else ""
+    else:
+        title = passage.section.rsplit(HEADING_SEPARATOR, 1)[-1]
+    return bool(_META_TITLE.fullmatch(_TITLE_DECORATION.sub("", title)))
+
+
+def _may_answer(passage: Passage, span: Span, heading: Span | None, wants_misconceptions: bool) -> bool:
+    """Whether ``span`` (under ``heading``) may be an answer's best sentence. A question in the text is quotable
+    as the lead-in of its answer, never the answer itself; a listed wrong belief, quoted, would be stated as
+    true; what a question tests, its follow-ups and further reading are about the answer, not it."""
+    if _asks(span) or _under_meta_heading(passage, heading):
+        return False
+    return wants_misconceptions or not _states_misconception(passage, heading)
 
 
 def _asks_about_misconceptions(question: str) -> bool:
@@ -461,8 +484,7 @@ def select(question: str, passages: Sequence[Passage], bm25: BM25Index) -> list[
         # As a lexical answer: never a question in the text or a listed wrong belief, within one sub-section.
         headings = local_headings(passages[0])
         wants_misconceptions = _asks_about_misconceptions(content_question(question))
-        top = [s for s in candidates(passages[0]) if not _asks(s)
-               and (wants_misconceptions or not _states_misconception(passages[0], headings.get(s.start)))]
+        top = [s for s in candidates(passages[0]) if _may_answer(passages[0], s, headings.get(s.start), wants_misconceptions)]
         near = passages[0].sentence_scores
         first = max(range(len(top)), key=lambda i: near.get(top[i].start, -1.0)) if top and near else 0
         chosen = list(takewhile(lambda u: headings.get(u.start) == headings.get(top[first].start),

@@ -819,3 +819,15 @@ def test_a_table_rows_empty_first_cell_is_the_row_aboves():
     passage, bm25 = _one_passage(text, "部署 > 显存需求")
     answer = compose(select("Qwen1.5-72B-Chat 用 INT4 需要多少显存？", [passage], bm25))
     assert answer.startswith("Qwen1.5-72B-Chat — 精度：INT4 (AWQ)，显存 (GB)：41.6")
+
+
+def test_what_a_question_tests_and_further_reading_are_never_the_answer():
+    """An interview page's "考察点" line ("参数高效微调的部署方式。") says what the question tests; with the
+    question in the chunk's heading path every sentence matched it equally, and the first one won."""
+    from chat.extractive import select
+
+    text = ("### 考察点\n参数高效微调的部署方式。\n\n### 参考答案\n推理前可以把低秩矩阵合并回原权重，不引入额外延迟。\n\n"
+            "### 延伸阅读\n- 低秩适配的原始论文。\n")
+    passage, bm25 = _one_passage(text, "面试题 > 问题3：LoRA 会让推理变慢吗？")
+    shown = [e.display for e in select("LoRA 会让推理变慢吗？", [passage], bm25)]
+    assert shown == ["推理前可以把低秩矩阵合并回原权重，不引入额外延迟。"]
