@@ -163,10 +163,7 @@ class QuestionWords:
 
     def __init__(self, asked: str) -> None:
         self.asked = asked
-        # A whole snake_case name or version is a BM25 token besides its pieces; counted here too, its words
-        # would weigh twice ("save_history" over "save" and "history").
-        wholes = {*identifiers(asked), *full_versions(asked)}
-        self.plain = [[t] for t in dict.fromkeys(query_tokens(asked)) if t not in wholes]
+        self.plain = [[t] for t in dict.fromkeys(query_tokens(asked))]
         self._chinese = detect_language(asked) == "zh"
         self._english: list[list[str]] | None = None  # looked up once, and only for an English passage
 

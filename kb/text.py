@@ -86,18 +86,20 @@ def _stem(word: str) -> str:
         return str(_ENGLISH.stemWord(word))
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, *, wholes: bool = True) -> list[str]:
     """Tokens for BM25: jieba search-mode words for Chinese, whole (stemmed) words for Latin script, and
-    each version of three or more parts also whole (jieba cuts "2.3.1" into "2.3" and "1")."""
+    each version of three or more parts and each snake_case name also whole (jieba cuts "2.3.1" into
+    "2.3" and "1", "save_history" into "save" and "history"): the index knows them whole, so that a
+    question naming one it never saw can tell (``wholes=False`` leaves them out)."""
     tokens: list[str] = []
     for fragment in _TOKEN_RE.findall(normalize(text)):
         for token in _segment(fragment):
             token = token.strip(".")
             if token and _HAS_CONTENT.search(token):
                 tokens.append(_stem(token) if _STEMMABLE.fullmatch(token) else token)
-        if "." in fragment:
+        if wholes and "." in fragment:
             tokens.extend(full_versions(fragment))
-        if "_" in fragment:
+        if wholes and "_" in fragment:
             tokens.extend(identifiers(fragment))
     return tokens
 
@@ -162,4 +164,5 @@ _QUESTION_TOKENS = QUESTION_WORDS | frozenset(_stem(w) for w in QUESTION_WORDS i
 
 def query_tokens(question: str) -> list[str]:
     """Tokens of a question with noise, question words and particles dropped."""
-    return [t for t in tokenize(strip_noise(question)) if t not in _QUESTION_TOKENS]
+    # Without whole names: searched, "save_history" and its pieces would weigh its words twice.
+    return [t for t in tokenize(strip_noise(question), wholes=False) if t not in _QUESTION_TOKENS]
