@@ -363,36 +363,28 @@ _META_TITLE = re.compile(
     re.IGNORECASE)
 
 
-def _under_meta_heading(passage: Passage, heading: Span | None) -> bool:
+def _sub_heading_title(passage: Passage, heading: Span | None) -> str:
+    """The title a sentence stands under: its local sub-heading's, else the section's last heading's ("" under
+    a question in the text, which the sentence answers), without its marks, numbering or colon."""
     if heading is not None:
         title = heading.text if heading.is_heading else ""
     else:
         title = passage.section.rsplit(HEADING_SEPARATOR, 1)[-1]
-    return bool(_META_TITLE.fullmatch(_TITLE_DECORATION.sub("", title)))
+    return _TITLE_DECORATION.sub("", title)
 
 
 def _may_answer(passage: Passage, span: Span, heading: Span | None, wants_misconceptions: bool) -> bool:
     """Whether ``span`` (under ``heading``) may be an answer's best sentence. A question in the text is quotable
     as the lead-in of its answer, never the answer itself; a listed wrong belief, quoted, would be stated as
     true; what a question tests, its follow-ups and further reading are about the answer, not it."""
-    if _asks(span) or _under_meta_heading(passage, heading):
+    title = _sub_heading_title(passage, heading)
+    if _asks(span) or _META_TITLE.fullmatch(title):
         return False
-    return wants_misconceptions or not _states_misconception(passage, heading)
+    return wants_misconceptions or not _MISCONCEPTION_TITLE.fullmatch(title)
 
 
 def _asks_about_misconceptions(question: str) -> bool:
     return bool(_MISCONCEPTION_WORD.search(question))
-
-
-def _states_misconception(passage: Passage, heading: Span | None) -> bool:
-    """Whether a sentence under ``heading`` in ``passage`` (its local sub-heading, else the section's last
-    heading) stands in a list of wrong beliefs. A question in the text that heads it is no such title: the
-    sentence answers that question."""
-    if heading is not None:
-        title = heading.text if heading.is_heading else ""
-    else:
-        title = passage.section.rsplit(HEADING_SEPARATOR, 1)[-1]
-    return bool(_MISCONCEPTION_TITLE.fullmatch(_TITLE_DECORATION.sub("", title)))
 
 
 def _item_lead(passage: Passage, span: Span) -> str:
