@@ -221,9 +221,9 @@ def is_relevant(question: str, passages: Sequence[Passage], bm25: BM25Index, lan
                 default=0.0)
     # Over an English passage a Chinese question counts as covered by its words as written (its Latin
     # terms) or by their senses, whichever covers more.
+    read = [(p, f"{p.section}\n{p.context}\n{_without_unanswered_questions(p)}") for p in passages[:PASSAGES_CONSIDERED]]
     lexical = max(
-        (group_coverage(groups, f"{p.section}\n{p.context}\n{_without_unanswered_questions(p)}", bm25)
-         for p in passages[:PASSAGES_CONSIDERED] for groups in (words.plain, words.for_passage(p))),
+        (group_coverage(groups, text, bm25) for p, text in read for groups in (words.plain, words.for_passage(p))),
         default=0.0,
     )
     if lexical >= REFUSE_BELOW_COVERAGE:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from kb import markup
 from kb.markup import table_separator
@@ -95,7 +96,15 @@ class Span:
 
 
 def split_sentences(text: str) -> list[Span]:
-    """Sentences (and table rows, one per row) with offsets; citation marks stay with their sentence."""
+    """Sentences (and table rows, one per row) with offsets; citation marks stay with their sentence.
+
+    Cached per text: an answer reads each passage's sentences several times (the refusal rule, the
+    reorder, the scorer, the choice, the lead-in), about 30 splits a question before."""
+    return list(_split_sentences(text))
+
+
+@lru_cache(maxsize=1024)
+def _split_sentences(text: str) -> tuple[Span, ...]:
     spans: list[Span] = []
     pos = 0
     lines = text.splitlines(keepends=True)
@@ -163,7 +172,7 @@ def split_sentences(text: str) -> list[Span]:
         spans.extend(in_line)
         if spans and spans[-1].end == offset + len(stripped) and not _LINE_ENDS_SENTENCE.search(stripped):
             running = spans[-1]
-    return spans
+    return tuple(spans)
 
 
 def _numbered_title(line: str) -> bool:
