@@ -188,10 +188,10 @@ def unknown_terms(question: str, bm25: BM25Index, language: str) -> list[str]:
     found = []
     asked = strip_noise(question)
     for word in _TERM.findall(asked):
-        is_term = language == "zh" or sum(c.isupper() for c in word) >= 2
-        tokens = tokenize(word)
         if full_versions(word):
             continue  # judged whole, below
+        is_term = language == "zh" or sum(c.isupper() for c in word) >= 2
+        tokens = tokenize(word)
         if not is_term or not tokens or word.lower() in _META_WORDS:
             continue
         known = [t in bm25.vocab for t in tokens]

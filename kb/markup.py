@@ -199,9 +199,14 @@ HTML_TABLE_TAGS_RE = re.compile(rf"^[ \t]*(?:{_TABLE_TAG}[ \t]*)+$", re.IGNORECA
 HTML_TABLE_TAGS_PREFIX_RE = re.compile(rf"(?:\s*{_TABLE_TAG})*\s*", re.IGNORECASE)  # what may lead into text
 
 
+def html_text(fragment: str) -> str:
+    """An HTML fragment's text on one line: layout tags gone, entities decoded, whitespace collapsed."""
+    return " ".join(_TAG_RE.sub(" ", html.unescape(fragment)).split())
+
+
 def html_cells(row: str) -> list[str]:
     """The cells of an HTML table row, as text (tags and entities gone)."""
-    return [" ".join(_TAG_RE.sub(" ", html.unescape(cell)).split()) for cell in HTML_CELL_RE.findall(row)]
+    return [html_text(cell) for cell in HTML_CELL_RE.findall(row)]
 
 
 def is_alert_marker(line: str) -> bool:
@@ -234,14 +239,14 @@ def html_heading(line: str) -> tuple[int, str] | None:
     match = _HTML_HEADING_RE.match(line)
     if not match:
         return None
-    title = " ".join(_TAG_RE.sub(" ", html.unescape(match.group("title"))).split())
+    title = html_text(match.group("title"))
     return (int(match.group(1)), title) if _WORDISH_RE.search(title) else None
 
 
 def details_title(line: str) -> str | None:
     """The title of a ``<summary>`` line that opens a collapsible block, tags removed; else None."""
     match = DETAILS_SUMMARY_RE.match(line)
-    return " ".join(_TAG_RE.sub(" ", html.unescape(match.group("title"))).split()) if match else None
+    return html_text(match.group("title")) if match else None
 
 
 def clean_markup(text: str) -> str:
